@@ -1,0 +1,177 @@
+//! Per-activity basic-auth credentials: a fresh user and password, valid only while the
+//! activity runs.
+//!
+//! A [`Credentials`] value owns its htpasswd entry: [`Credentials::revoke`] removes it,
+//! and dropping an unrevoked value removes it too, so no path out of an activity
+//! (error, early return, panic unwinding) leaves a password working.
+
+use std::fmt;
+
+use rand::distributions::{Alphanumeric, DistString};
+use rand::rngs::OsRng;
+
+use crate::htpasswd::HtpasswdFile;
+use crate::network::Network;
+
+/// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities (or two
+/// hosts sharing one file) never draw the same name in practice, and `add` refuses the
+/// draw that does.
+const USER_RANDOM_LEN: usize = 16;
+
+/// A password that never prints itself.
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+pub struct Credentials {
+    user: String,
+    password: Secret,
+    file: HtpasswdFile,
+    revoked: bool,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("file", &self.file.path())
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Draws a user and a password from the OS CSPRNG and adds the bcrypt entry.
+    pub fn issue(
+        file: HtpasswdFile,
+        network: &Network,
+        length: usize,
+        bcrypt_cost: u32,
+    ) -> Result<Self, String> {
+        let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
+        let hash = bcrypt::hash_with_result(password.expose(), bcrypt_cost)
+            .map_err(|e| format!("cannot hash the password with bcrypt cost {bcrypt_cost}: {e}"))?
+            // `$2y$` is the prefix Apache's htpasswd and nginx's crypt(3) both accept.
+            .format_for_version(bcrypt::Version::TwoY);
+        for _ in 0..3 {
+            let user = format!("{network}-{}", random_lower(USER_RANDOM_LEN));
+            if file.add(&user, &hash)? {
+                return Ok(Self {
+                    user,
+                    password,
+                    file,
+                    revoked: false,
+                });
+            }
+        }
+        Err(format!(
+            "password file {}: three random usernames in a row already existed",
+            file.path().display()
+        ))
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked
+    }
+
+    /// Removes the entry. Idempotent; on error the value stays unrevoked so a later
+    /// call (or the drop) tries again.
+    pub fn revoke(&mut self) -> Result<(), String> {
+        if !self.revoked {
+            self.file.remove(&self.user)?;
+            self.revoked = true;
+            log::info!(
+                "revoked credentials of user {} in {}",
+                self.user,
+                self.file.path().display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        if let Err(e) = self.revoke() {
+            log::error!("could not revoke user {}: {e}", self.user);
+        }
+    }
+}
+
+fn random_lower(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| char::from(CHARS[OsRng.gen_range(0..CHARS.len())]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Networks;
+
+    fn sepolia() -> Network {
+        Networks::new([("sepolia".to_string(), 1)].into(), 30303, 8555)
+            .unwrap()
+            .resolve("sepolia")
+            .unwrap()
+    }
+
+    #[test]
+    fn issues_a_verifiable_entry_and_revokes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        let file = HtpasswdFile::new(path.clone());
+        let mut creds = Credentials::issue(file.clone(), &sepolia(), 20, 4).unwrap();
+        assert!(creds.user().starts_with("sepolia-"));
+        assert_eq!(creds.user().len(), "sepolia-".len() + USER_RANDOM_LEN);
+        let pw = creds.password().expose().to_owned();
+        assert_eq!(pw.len(), 20);
+        assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hash = text
+            .trim_end()
+            .strip_prefix(&format!("{}:", creds.user()))
+            .unwrap();
+        assert!(hash.starts_with("$2y$04$"), "{hash}");
+        assert!(bcrypt::verify(&pw, hash).unwrap());
+        assert!(!format!("{creds:?}").contains(&pw));
+        creds.revoke().unwrap();
+        creds.revoke().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
+
+    #[test]
+    fn dropping_unrevoked_credentials_removes_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = HtpasswdFile::new(dir.path().join("h"));
+        let a = Credentials::issue(file.clone(), &sepolia(), 15, 4).unwrap();
+        let b = Credentials::issue(file.clone(), &sepolia(), 15, 4).unwrap();
+        assert_ne!(a.user(), b.user());
+        assert_ne!(a.password().expose(), b.password().expose());
+        let b_user = b.user().to_owned();
+        drop(a);
+        assert!(file.contains(&b_user).unwrap());
+        drop(b);
+        assert!(!file.contains(&b_user).unwrap());
+    }
+}

@@ -1,0 +1,93 @@
+//! ya-runtime-erigon: a Golem self-contained runtime that sells Erigon JSON-RPC
+//! endpoints, one node per network, behind nginx basic auth with per-activity
+//! credentials. See README.md for how the pieces fit.
+
+pub mod config;
+pub mod credentials;
+pub mod health;
+pub mod htpasswd;
+pub mod logging;
+pub mod netlock;
+pub mod network;
+pub mod node;
+pub mod request;
+pub mod runtime;
+pub mod status;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ya_runtime_sdk::env::DefaultEnv;
+use ya_runtime_sdk::RuntimeDef;
+
+pub use runtime::ErigonRuntime;
+
+pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// Runs one invocation (deploy, start, test, …) as the ExeUnit or the provider calls it.
+pub async fn run() -> ExitCode {
+    // Files the runtime and its children create are never world-readable.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+    // Logging must be up before the SDK reads the configuration, which may fail.
+    let workdir = workdir_arg(std::env::args_os());
+    if let Err(e) = logging::init(workdir.as_deref()) {
+        eprintln!("{NAME}: {e}");
+        return ExitCode::FAILURE;
+    }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| network::printable(&a))
+        .collect();
+    log::info!(
+        "{NAME} {} (pid {}): {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        args.join(" ")
+    );
+    let env = DefaultEnv::<<ErigonRuntime as RuntimeDef>::Cli>::default();
+    let built = ya_runtime_sdk::build(env, |ctx| {
+        let runtime = ErigonRuntime::new(ctx);
+        async move { Ok(runtime) }
+    });
+    match built.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            eprintln!("{NAME}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `-w DIR`, `--workdir DIR` or `--workdir=DIR`, read before the SDK parses the rest.
+fn workdir_arg(args: impl IntoIterator<Item = OsString>) -> Option<PathBuf> {
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "-w" || text == "--workdir" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(dir) = text.strip_prefix("--workdir=") {
+            return Some(PathBuf::from(dir));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_workdir_in_every_spelling() {
+        let parse = |a: &[&str]| workdir_arg(a.iter().map(OsString::from));
+        assert_eq!(
+            parse(&["rt", "--workdir", "/w", "deploy"]),
+            Some("/w".into())
+        );
+        assert_eq!(parse(&["rt", "-w", "/w", "start"]), Some("/w".into()));
+        assert_eq!(parse(&["rt", "--workdir=/w", "start"]), Some("/w".into()));
+        assert_eq!(parse(&["rt", "test"]), None);
+    }
+}

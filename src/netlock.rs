@@ -1,0 +1,222 @@
+//! One node per network: an flock on `<data_dir>/<network>.lock`.
+//!
+//! The runtime takes the lock and its children inherit the locked descriptor. flock
+//! belongs to the open file, not the process, so the lock stays held while *any* of
+//! them lives: a node still finishing its clean stop after its runtime was killed keeps
+//! the network busy, and the next start waits for it instead of racing it for the
+//! datadir. The file also records who holds it, so a busy network is refused at once
+//! while a stopping one is waited for.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::network::Network;
+
+/// A process named by pid *and* start time, so a recycled pid is not mistaken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    /// Clock ticks after boot, field 22 of /proc/<pid>/stat.
+    pub start_ticks: u64,
+}
+
+impl ProcessIdentity {
+    pub fn current() -> Option<Self> {
+        Self::of(std::process::id())
+    }
+
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses; fields resume after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let start_ticks = rest.split_whitespace().nth(19)?.parse().ok()?;
+        Some(Self { pid, start_ticks })
+    }
+
+    /// Alive and the same process (not a later one that got the pid). A zombie counts
+    /// as gone: it holds nothing but its exit status.
+    pub fn is_alive(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        let Some(close) = stat.rfind(')') else {
+            return false;
+        };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let state = fields.next();
+        let ticks = fields.nth(18).and_then(|t| t.parse::<u64>().ok());
+        state != Some("Z") && ticks == Some(self.start_ticks)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HolderState {
+    Running,
+    Stopping,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Holder {
+    activity: String,
+    runtime: ProcessIdentity,
+    state: HolderState,
+    since: String,
+}
+
+pub struct NetworkLock {
+    file: Flock<File>,
+    holder: Holder,
+}
+
+impl NetworkLock {
+    pub fn path_for(data_dir: &Path, network: &Network) -> PathBuf {
+        data_dir.join(format!("{network}.lock"))
+    }
+
+    /// Takes the lock by `deadline`. Refuses at once if a live activity runs a node on
+    /// the network; waits while the previous node is stopping.
+    pub async fn acquire(
+        path: &Path,
+        network: &Network,
+        activity: &str,
+        deadline: Instant,
+    ) -> Result<Self, String> {
+        let shown = path.display();
+        let runtime = ProcessIdentity::current()
+            .ok_or_else(|| "cannot read this process's /proc/self/stat".to_string())?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|e| format!("cannot open lock file {shown}: {e}"))?;
+        let waited_from = Instant::now();
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => {
+                    let mut lock = Self {
+                        file: locked,
+                        holder: Holder {
+                            activity: activity.to_owned(),
+                            runtime,
+                            state: HolderState::Running,
+                            since: now(),
+                        },
+                    };
+                    lock.record()?;
+                    return Ok(lock);
+                }
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                    file = f;
+                    let holder = read_holder(&file);
+                    if let Some(h) = &holder {
+                        if h.state == HolderState::Running && h.runtime.is_alive() {
+                            return Err(format!(
+                                "network {network} is busy: activity {} (runtime pid {}) has run a node on it since {}; a provider runs one node per network",
+                                h.activity, h.runtime.pid, h.since
+                            ));
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        let who = holder.map_or_else(
+                            || "its previous node".to_string(),
+                            |h| format!("the node of activity {}", h.activity),
+                        );
+                        return Err(format!(
+                            "network {network}: {who} is still stopping after {} s (it holds {shown}); try again later",
+                            waited_from.elapsed().as_secs()
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err((_, e)) => return Err(format!("cannot lock {shown}: {e}")),
+            }
+        }
+    }
+
+    /// From now on a start that finds the lock held waits instead of refusing.
+    pub fn mark_stopping(&mut self) {
+        self.holder.state = HolderState::Stopping;
+        if let Err(e) = self.record() {
+            log::warn!("{e}");
+        }
+    }
+
+    /// The descriptor children inherit so that they hold the lock too.
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    fn record(&mut self) -> Result<(), String> {
+        let text = serde_json::to_vec(&self.holder).unwrap_or_default();
+        self.file
+            .set_len(0)
+            .and_then(|_| self.file.write_all_at(&text, 0))
+            .map_err(|e| format!("cannot record the lock holder: {e}"))
+    }
+}
+
+fn read_holder(file: &File) -> Option<Holder> {
+    let mut buf = vec![0u8; 4096];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    serde_json::from_slice(&buf[..n]).ok()
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Networks;
+
+    #[test]
+    fn identity_tells_this_process_from_a_recycled_pid() {
+        let me = ProcessIdentity::current().unwrap();
+        assert!(me.is_alive());
+        let impostor = ProcessIdentity {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!impostor.is_alive());
+        assert!(ProcessIdentity::of(u32::MAX).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_live_holder_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555)
+            .unwrap()
+            .resolve("dev")
+            .unwrap();
+        let path = dir.path().join("dev.lock");
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut first = NetworkLock::acquire(&path, &net, "a1", far).await.unwrap();
+        let started = Instant::now();
+        let err = NetworkLock::acquire(&path, &net, "a2", far)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.contains("busy: activity a1"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        first.mark_stopping();
+        let soon = Instant::now() + Duration::from_millis(300);
+        let err = NetworkLock::acquire(&path, &net, "a3", soon)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.contains("still stopping"), "{err}");
+        drop(first);
+        NetworkLock::acquire(&path, &net, "a4", soon).await.unwrap();
+    }
+}

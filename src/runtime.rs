@@ -1,0 +1,413 @@
+//! The ya-runtime-sdk `Runtime`: deploy, start, RUN (STATUS) and stop, wired from the
+//! other modules.
+//!
+//! A failed start does not return an error. The SDK turns that into a panic before
+//! the ExeUnit's `hello`, and the requestor then learns only that the runtime died.
+//! Instead the runtime cleans up (no process, no credential), logs the reason and
+//! keeps answering: every RUN prints STATUS with `state: failed` and the reason, and
+//! exits non-zero so the requestor's batch fails visibly.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use ya_runtime_sdk::cli::CommandCli;
+use ya_runtime_sdk::{
+    Context, EmptyResponse, Error, OutputResponse, ProcessIdResponse, RunProcess, Runtime,
+    RuntimeDef, RuntimeMode,
+};
+
+use crate::config::{Config, ErigonConf};
+use crate::credentials::Credentials;
+use crate::health::{self, JsonRpc};
+use crate::htpasswd::HtpasswdFile;
+use crate::netlock::NetworkLock;
+use crate::network::{printable, Network};
+use crate::node::Node;
+use crate::status::{Auth, State, Status};
+
+#[derive(RuntimeDef)]
+#[conf(ErigonConf)]
+pub struct ErigonRuntime {
+    shared: Rc<RefCell<Shared>>,
+}
+
+struct Shared {
+    config: Result<Config, String>,
+    activity: String,
+    phase: Phase,
+    session: Option<Session>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+enum Phase {
+    Starting,
+    Ready,
+    Failed(String),
+    Stopping,
+}
+
+/// Everything one activity holds; dropping it revokes the credentials.
+struct Session {
+    network: Network,
+    node: Node,
+    credentials: Credentials,
+    lock: NetworkLock,
+    url: String,
+    chain_id: String,
+    started_at: String,
+}
+
+impl ErigonRuntime {
+    /// Built by the SDK's factory once it has read the configuration file.
+    pub fn new(ctx: &mut Context<Self>) -> Self {
+        match crate::config::write_defaults_if_missing(&ctx.conf_path) {
+            Ok(true) => log::info!(
+                "wrote the default configuration to {}",
+                ctx.conf_path.display()
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("{e}"),
+        }
+        let config =
+            runtime_dir().and_then(|dir| Config::from_value(&ctx.conf.0, &ctx.conf_path, &dir));
+        match &config {
+            Ok(c) if c.passwd_tool_path.is_some() => log::info!(
+                "{}: `passwd_tool_path` is retired and ignored: entries are written natively",
+                c.file.display()
+            ),
+            Ok(_) => {}
+            Err(e) => log::error!("{e}"),
+        }
+        let activity = ctx
+            .cli
+            .workdir()
+            .as_deref()
+            .and_then(|w| w.file_name())
+            .map(|n| sanitize(&n.to_string_lossy()))
+            .unwrap_or_else(|| "local".into());
+        Self {
+            shared: Rc::new(RefCell::new(Shared {
+                config,
+                activity,
+                phase: Phase::Starting,
+                session: None,
+                watcher: None,
+            })),
+        }
+    }
+
+    fn config(&self) -> Result<Config, Error> {
+        self.shared
+            .borrow()
+            .config
+            .clone()
+            .map_err(Error::from_string)
+    }
+}
+
+impl Runtime for ErigonRuntime {
+    fn deploy<'a>(&mut self, _ctx: &mut Context<Self>) -> OutputResponse<'a> {
+        let config = self.config();
+        async move {
+            prepare_dirs(&config?).map_err(Error::from_string)?;
+            Ok(None)
+        }
+        .boxed_local()
+    }
+
+    fn start<'a>(&mut self, ctx: &mut Context<Self>) -> OutputResponse<'a> {
+        let args = ctx.cli.command().args().clone();
+        let shared = self.shared.clone();
+        async move {
+            stop_on_signals(shared.clone());
+            let (config, activity) = {
+                let s = shared.borrow();
+                (s.config.clone(), s.activity.clone())
+            };
+            let opened = match config {
+                Ok(config) => open_session(&config, &activity, &args).await,
+                Err(_) => Err(
+                    "the provider's runtime configuration is invalid; its log has the details"
+                        .into(),
+                ),
+            };
+            match opened {
+                Ok(session) => {
+                    log::info!(
+                        "activity {activity}: {} node ready (chain id {}), user {}, url {}",
+                        session.network,
+                        session.chain_id,
+                        session.credentials.user(),
+                        session.url
+                    );
+                    let failed = session.node.watch();
+                    let watched = shared.clone();
+                    let watcher = tokio::task::spawn_local(async move {
+                        let failure = failed.await;
+                        node_failed(&watched, failure);
+                    });
+                    let mut s = shared.borrow_mut();
+                    s.session = Some(session);
+                    s.watcher = Some(watcher);
+                    s.phase = Phase::Ready;
+                }
+                Err(reason) => {
+                    log::error!("activity {activity}: start failed: {reason}");
+                    shared.borrow_mut().phase = Phase::Failed(reason);
+                }
+            }
+            Ok(None)
+        }
+        .boxed_local()
+    }
+
+    fn stop<'a>(&mut self, _ctx: &mut Context<Self>) -> EmptyResponse<'a> {
+        let shared = self.shared.clone();
+        async move {
+            shutdown(&shared).await;
+            Ok(())
+        }
+        .boxed_local()
+    }
+
+    /// Every command prints STATUS; the seed's requestor sends `STATUS`.
+    fn run_command<'a>(
+        &mut self,
+        command: RunProcess,
+        _mode: RuntimeMode,
+        ctx: &mut Context<Self>,
+    ) -> ProcessIdResponse<'a> {
+        if command.bin.trim().is_empty() {
+            return Error::response("empty command; send STATUS");
+        }
+        log::info!("RUN {}", printable(&command.bin));
+        let shared = self.shared.clone();
+        ctx.command(move |mut run_ctx| async move {
+            let (line, failure) = shared.borrow().status();
+            run_ctx.stdout(line).await;
+            match failure {
+                Some(reason) => Err(Error::from_string(reason)),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn test<'a>(&mut self, _ctx: &mut Context<Self>) -> EmptyResponse<'a> {
+        let config = self.config();
+        async move {
+            let config = config?;
+            for (path, key) in [
+                (&config.erigon_path, "erigon_path"),
+                (&config.rpcdaemon_path, "rpcdaemon_path"),
+            ] {
+                crate::node::check_executable(path, key).map_err(Error::from_string)?;
+            }
+            Ok(())
+        }
+        .boxed_local()
+    }
+}
+
+impl Shared {
+    /// The STATUS line, and the failure reason when failed. Read live: a child that
+    /// died since the last look shows as failed even before the watcher runs.
+    fn status(&self) -> (String, Option<String>) {
+        let session = self.session.as_ref();
+        let (state, reason) = match &self.phase {
+            Phase::Starting => (State::Starting, None),
+            Phase::Ready => match session.and_then(|s| s.node.failure()) {
+                Some(failure) => (State::Failed, Some(failure)),
+                None => (State::Ready, None),
+            },
+            Phase::Failed(reason) => (State::Failed, Some(reason.clone())),
+            Phase::Stopping => (State::Stopping, None),
+        };
+        let live = session.filter(|s| state == State::Ready && !s.credentials.is_revoked());
+        let status = Status {
+            url: live.map(|s| s.url.clone()),
+            auth: live.map(|s| Auth {
+                user: s.credentials.user(),
+                password: s.credentials.password().expose(),
+            }),
+            network: session.map(|s| s.network.name()),
+            state,
+            reason: reason.clone(),
+            chain_id: session.map(|s| s.chain_id.as_str()),
+            started_at: session.map(|s| s.started_at.as_str()),
+            runtime_version: env!("CARGO_PKG_VERSION"),
+        };
+        (status.to_line(), reason)
+    }
+}
+
+async fn open_session(config: &Config, activity: &str, args: &[String]) -> Result<Session, String> {
+    let network =
+        crate::request::network_from_start_args(args, &config.networks, &config.default_network)?;
+    log::info!("activity {activity}: starting a {network} node");
+    let started = Instant::now();
+    let deadline = started + config.ready_timeout;
+    let datadir = config.datadir(&network);
+    std::fs::create_dir_all(&datadir)
+        .map_err(|e| format!("cannot create datadir {}: {e}", datadir.display()))?;
+    let lock_path = NetworkLock::path_for(&config.data_dir, &network);
+    let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
+    let node = Node::start(config, &network, lock.raw_fd(), deadline).await?;
+    let ready = async {
+        let rpc = JsonRpc::new(config.http_addr, node.ports.http)?;
+        let chain_id = health::wait_ready(&rpc, &node, deadline).await?;
+        let file = HtpasswdFile::new(config.passwd_file(&network));
+        let credentials =
+            Credentials::issue(file, &network, config.password_length, config.bcrypt_cost)?;
+        Ok::<_, String>((chain_id, credentials))
+    };
+    let (chain_id, credentials) = match ready.await {
+        Ok(done) => done,
+        Err(e) => {
+            node.abort().await;
+            return Err(e);
+        }
+    };
+    log::info!(
+        "activity {activity}: {network} node answered in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(Session {
+        url: config.public_url(&network),
+        network,
+        node,
+        credentials,
+        lock,
+        chain_id,
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
+}
+
+/// A child died while the activity ran: its password stops working now, not at stop.
+fn node_failed(shared: &Rc<RefCell<Shared>>, failure: String) {
+    let mut s = shared.borrow_mut();
+    if !matches!(s.phase, Phase::Ready) {
+        return;
+    }
+    log::error!("activity {}: node failed: {failure}", s.activity);
+    if let Some(session) = s.session.as_mut() {
+        if let Err(e) = session.credentials.revoke() {
+            log::error!("{e}");
+        }
+    }
+    s.phase = Phase::Failed(failure);
+}
+
+/// Revokes first (the activity is over for the requestor the moment stop begins), then
+/// asks the node to stop within `stop_timeout`, and reports what is still running.
+async fn shutdown(shared: &Rc<RefCell<Shared>>) {
+    let (session, stop_timeout, activity) = {
+        let mut s = shared.borrow_mut();
+        if let Some(watcher) = s.watcher.take() {
+            watcher.abort();
+        }
+        s.phase = Phase::Stopping;
+        let timeout = s
+            .config
+            .as_ref()
+            .map_or(Duration::from_secs(3), |c| c.stop_timeout);
+        (s.session.take(), timeout, s.activity.clone())
+    };
+    let Some(mut session) = session else {
+        log::info!("activity {activity}: stop with no node running");
+        return;
+    };
+    let started = Instant::now();
+    if let Err(e) = session.credentials.revoke() {
+        log::error!("activity {activity}: {e}");
+    }
+    session.lock.mark_stopping();
+    let report = session.node.stop(stop_timeout).await;
+    for stopped in &report.stopped {
+        log::info!("activity {activity}: {stopped}");
+    }
+    for left in &report.left_running {
+        log::warn!(
+            "activity {activity}: {left}; left running so it can finish, the next start on {} waits for it",
+            session.network
+        );
+    }
+    log::info!(
+        "activity {activity}: stopped in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+/// SIGTERM or SIGINT to the runtime (an operator, or Ctrl-C in a local trial) stops the
+/// node and revokes the credentials before exiting, like a Shutdown would.
+fn stop_on_signals(shared: Rc<RefCell<Shared>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::warn!("cannot listen for SIGTERM/SIGINT; only Shutdown stops the node cleanly");
+        return;
+    };
+    tokio::task::spawn_local(async move {
+        let (name, code) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", 143),
+            _ = int.recv() => ("SIGINT", 130),
+        };
+        log::warn!("got {name}: stopping the node and revoking credentials, then exiting");
+        shutdown(&shared).await;
+        std::process::exit(code);
+    });
+}
+
+fn prepare_dirs(config: &Config) -> Result<(), String> {
+    let create = |dir: &std::path::Path, what: &str| {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {what} {}: {e}", dir.display()))
+    };
+    for network in config.networks.all() {
+        create(&config.datadir(&network), "datadir")?;
+    }
+    create(&config.log_dir, "log folder")?;
+    let mut checked = std::collections::BTreeSet::new();
+    for network in config.networks.all() {
+        let file = config.passwd_file(&network);
+        let Some(dir) = file.parent().map(std::path::Path::to_path_buf) else {
+            continue;
+        };
+        if checked.insert(dir.clone()) {
+            create(&dir, "password file folder")?;
+            tempfile::tempfile_in(&dir).map_err(|e| {
+                format!(
+                    "password file folder {} is not writable ({e}); `passwd_file_path` in {} must point to a folder this user can write",
+                    dir.display(),
+                    config.file.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn runtime_dir() -> Result<std::path::PathBuf, String> {
+    std::env::current_exe()
+        .map_err(|e| format!("cannot find the runtime's own path: {e}"))?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| "the runtime's own path has no folder".into())
+}
+
+/// The activity id comes from the work folder's name; keep it safe for logs and files.
+fn sanitize(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "local".into()
+    } else {
+        clean
+    }
+}
