@@ -8,6 +8,7 @@
 //! while a stopping one is waited for.
 
 use std::fs::{File, OpenOptions};
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -71,8 +72,18 @@ struct Holder {
 }
 
 pub struct NetworkLock {
-    file: Flock<File>,
+    /// Never dropped as a `Flock`: its drop calls LOCK_UN, which would release the lock
+    /// for the children's inherited copies too. [`Drop`] closes only our descriptor.
+    file: ManuallyDrop<Flock<File>>,
     holder: Holder,
+}
+
+impl Drop for NetworkLock {
+    /// The lock is released when the last holder (this runtime or a child still
+    /// finishing its stop) closes the file.
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.file.as_raw_fd());
+    }
 }
 
 impl NetworkLock {
@@ -104,7 +115,7 @@ impl NetworkLock {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(locked) => {
                     let mut lock = Self {
-                        file: locked,
+                        file: ManuallyDrop::new(locked),
                         holder: Holder {
                             activity: activity.to_owned(),
                             runtime,
@@ -218,5 +229,39 @@ mod tests {
         assert!(err.contains("still stopping"), "{err}");
         drop(first);
         NetworkLock::acquire(&path, &net, "a4", soon).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_child_holding_the_inherited_descriptor_keeps_the_network_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555)
+            .unwrap()
+            .resolve("dev")
+            .unwrap();
+        let path = dir.path().join("dev.lock");
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut lock = NetworkLock::acquire(&path, &net, "a1", far).await.unwrap();
+        lock.mark_stopping();
+        let fd = lock.raw_fd();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30");
+        // SAFETY: fcntl only, between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop(lock);
+        let soon = Instant::now() + Duration::from_millis(300);
+        let err = NetworkLock::acquire(&path, &net, "a2", soon).await.err();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(err.unwrap().contains("still stopping"));
+        NetworkLock::acquire(&path, &net, "a3", soon).await.unwrap();
     }
 }

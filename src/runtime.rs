@@ -248,9 +248,9 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
     log::info!("activity {activity}: starting a {network} node");
     let started = Instant::now();
     let deadline = started + config.ready_timeout;
-    let datadir = config.datadir(&network);
-    std::fs::create_dir_all(&datadir)
-        .map_err(|e| format!("cannot create datadir {}: {e}", datadir.display()))?;
+    // Deploy prepared these; a start without deploy (or after an operator's clean-up)
+    // prepares its own network's folders again.
+    prepare_network_dirs(config, &network)?;
     let lock_path = NetworkLock::path_for(&config.data_dir, &network);
     let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
     let node = Node::start(config, &network, lock.raw_fd(), deadline).await?;
@@ -361,32 +361,32 @@ fn stop_on_signals(shared: Rc<RefCell<Shared>>) {
     });
 }
 
+/// Deploy: every accepted network's folders, so a problem shows before any start.
 fn prepare_dirs(config: &Config) -> Result<(), String> {
+    config
+        .networks
+        .all()
+        .try_for_each(|network| prepare_network_dirs(config, &network))
+}
+
+/// The datadir, the log folder and a writable folder for the password file.
+fn prepare_network_dirs(config: &Config, network: &Network) -> Result<(), String> {
     let create = |dir: &std::path::Path, what: &str| {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {what} {}: {e}", dir.display()))
     };
-    for network in config.networks.all() {
-        create(&config.datadir(&network), "datadir")?;
-    }
+    create(&config.datadir(network), "datadir")?;
     create(&config.log_dir, "log folder")?;
-    let mut checked = std::collections::BTreeSet::new();
-    for network in config.networks.all() {
-        let file = config.passwd_file(&network);
-        let Some(dir) = file.parent().map(std::path::Path::to_path_buf) else {
-            continue;
-        };
-        if checked.insert(dir.clone()) {
-            create(&dir, "password file folder")?;
-            tempfile::tempfile_in(&dir).map_err(|e| {
-                format!(
-                    "password file folder {} is not writable ({e}); `passwd_file_path` in {} must point to a folder this user can write",
-                    dir.display(),
-                    config.file.display()
-                )
-            })?;
-        }
-    }
+    let file = config.passwd_file(network);
+    let dir = file.parent().unwrap_or(std::path::Path::new("/"));
+    create(dir, "password file folder")?;
+    tempfile::tempfile_in(dir).map_err(|e| {
+        format!(
+            "password file folder {} is not writable ({e}); `passwd_file_path` in {} must point to a folder this user can write",
+            dir.display(),
+            config.file.display()
+        )
+    })?;
     Ok(())
 }
 

@@ -1,0 +1,416 @@
+//! Plays the ExeUnit: runs the built runtime binary exactly as yagna does
+//! (`--workdir W deploy --`, then `--workdir W start <args>` driven over ya-runtime-api's
+//! own client), with the stand-in `erigon`/`rpcdaemon` next to it, and a private HOME,
+//! data dir, password file and port range per test.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use ya_runtime_sdk::runtime_api::server::{
+    self, ProcessStatus, RunProcess, RuntimeControl, RuntimeHandler, RuntimeService, RuntimeStatus,
+};
+
+/// The ExeUnit's Shutdown window.
+pub const SHUTDOWN_WINDOW: Duration = Duration::from_secs(5);
+
+/// A provider's plugin folder: the runtime and the node binaries side by side, as in
+/// the seed's instructions. The binaries are hard links to what cargo built, so the
+/// runtime finds the stand-ins through its own path exactly as it would the real ones.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let runtime = PathBuf::from(env!("CARGO_BIN_EXE_ya-runtime-erigon"));
+        let examples = runtime.parent().expect("target dir").join("examples");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("plugin-{}", std::process::id()))
+            .join("ya-runtime-erigon");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create plugin dir");
+        let mut binaries = vec![(runtime, "ya-runtime-erigon")];
+        for name in ["erigon", "rpcdaemon"] {
+            let built = examples.join(name);
+            assert!(
+                built.is_file(),
+                "stand-in {name} is not built at {}: run the suite with `cargo test` (it builds the examples) or run `cargo build --examples` first",
+                built.display()
+            );
+            binaries.push((built, name));
+        }
+        for (from, name) in binaries {
+            let to = dir.join(name);
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).expect("copy binary");
+            }
+        }
+        dir
+    })
+}
+
+pub fn runtime_bin() -> PathBuf {
+    plugin_dir().join("ya-runtime-erigon")
+}
+
+/// Two free, non-overlapping port ranges: rpcdaemon HTTP ports, then node ports.
+fn port_block() -> (u16, u16) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id() * 7 + NEXT.fetch_add(1, Ordering::SeqCst) * 13;
+    for attempt in 0..300 {
+        let block = 15_000 + ((seed + attempt) % 300) * 160;
+        let free = (block..block + 130).all(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok()
+        });
+        if free {
+            return (block as u16, block as u16 + 10);
+        }
+    }
+    panic!("no free block of 130 loopback ports");
+}
+
+/// One provider: a HOME with the runtime's configuration and data.
+pub struct Provider {
+    pub root: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub http_port: u16,
+    pub port_base: u16,
+    pub rust_log: &'static str,
+}
+
+impl Provider {
+    /// Writes a configuration with this provider's paths and ports, plus `overrides`.
+    pub fn new(overrides: Value) -> Self {
+        let provider = Self::bare();
+        let mut config = json!({
+            "public_addr": "https://rpc.example.test:8545",
+            "data_dir": provider.data_dir,
+            "passwd_file_path": provider.root.path().join("auth/{network}.htpasswd"),
+            "password_default_length": 20,
+            "erigon_http_addr": "127.0.0.1",
+            "erigon_http_port": provider.http_port,
+            "port_base": provider.port_base,
+            "bcrypt_cost": 4,
+            "ready_timeout_secs": 20,
+        });
+        if let (Some(base), Some(extra)) = (config.as_object_mut(), overrides.as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        provider.write_config(&serde_json::to_string_pretty(&config).unwrap());
+        provider
+    }
+
+    /// A provider with no configuration file yet.
+    pub fn bare() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("yre-")
+            .tempdir()
+            .expect("temp dir");
+        let (http_port, port_base) = port_block();
+        Self {
+            data_dir: root.path().join("data"),
+            config_path: root
+                .path()
+                .join("xdg/ya-runtime-erigon/ya-runtime-erigon.json"),
+            root,
+            http_port,
+            port_base,
+            rust_log: "debug",
+        }
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::create_dir_all(self.config_path.parent().unwrap()).unwrap();
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    pub fn workdir(&self, activity: &str) -> PathBuf {
+        let dir = self.root.path().join("work/agreement").join(activity);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The runtime's command line, environment and cwd as the ExeUnit sets them.
+    pub fn command(&self, workdir: &Path) -> Command {
+        let mut cmd = Command::new(runtime_bin());
+        cmd.current_dir(workdir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .env("XDG_DATA_HOME", self.root.path().join("xdg"))
+            .env("RUST_LOG", self.rust_log)
+            .arg("--workdir")
+            .arg(workdir);
+        cmd
+    }
+
+    pub fn deploy(&self, workdir: &Path) -> Output {
+        self.command(workdir)
+            .args(["deploy", "--"])
+            .output()
+            .expect("run deploy")
+    }
+
+    /// Spawns `start` with ya-runtime-api's client and performs the ExeUnit's `hello`,
+    /// which the runtime answers once its start is done.
+    pub async fn start(&self, workdir: &Path, args: &[&str]) -> Activity {
+        let mut cmd = tokio::process::Command::from(self.command(workdir));
+        cmd.arg("start").args(args);
+        let (tx, rx) = unbounded_channel();
+        let started = Instant::now();
+        let service = server::spawn(cmd, Events(tx))
+            .await
+            .expect("spawn the runtime");
+        let hello = tokio::time::timeout(Duration::from_secs(60), service.hello("0.1.0"))
+            .await
+            .expect("hello answered within 60 s")
+            .map_err(|e| e.message);
+        Activity {
+            service: Box::new(service),
+            events: tokio::sync::Mutex::new(rx),
+            hello,
+            start_time: started.elapsed(),
+            workdir: workdir.to_path_buf(),
+        }
+    }
+
+    pub fn datadir(&self, network: &str) -> PathBuf {
+        self.data_dir.join(network)
+    }
+
+    /// What a stand-in recorded about itself (pid, args, env), if it ran.
+    pub fn standin(&self, network: &str, name: &str) -> Option<Value> {
+        let text =
+            std::fs::read_to_string(self.datadir(network).join(format!("standin-{name}.json")))
+                .ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn standin_pid(&self, network: &str, name: &str) -> Option<u32> {
+        Some(self.standin(network, name)?["pid"].as_u64()? as u32)
+    }
+
+    /// Tells the stand-ins of `network` how to behave (see tests/standins/common.rs).
+    pub fn set_behaviour(&self, network: &str, behaviour: Value) {
+        std::fs::create_dir_all(self.datadir(network)).unwrap();
+        std::fs::write(
+            self.datadir(network).join("standin.json"),
+            behaviour.to_string(),
+        )
+        .unwrap();
+    }
+
+    pub fn passwd_file(&self, network: &str) -> PathBuf {
+        self.root.path().join(format!("auth/{network}.htpasswd"))
+    }
+
+    /// Every htpasswd line for `network` that grants a user.
+    pub fn entries(&self, network: &str) -> Vec<String> {
+        std::fs::read_to_string(self.passwd_file(network))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(':') && !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Everything the runtime and the stand-ins wrote under this provider's HOME.
+    pub fn all_files_text(&self) -> String {
+        let mut text = String::new();
+        let mut stack = vec![self.root.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    text.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+        text
+    }
+}
+
+struct Events(UnboundedSender<ProcessStatus>);
+
+impl RuntimeHandler for Events {
+    fn on_process_status<'a>(&self, status: ProcessStatus) -> BoxFuture<'a, ()> {
+        let _ = self.0.send(status);
+        async {}.boxed()
+    }
+
+    fn on_runtime_status<'a>(&self, _: RuntimeStatus) -> BoxFuture<'a, ()> {
+        async {}.boxed()
+    }
+}
+
+pub trait Service: RuntimeService + RuntimeControl {}
+impl<T: RuntimeService + RuntimeControl> Service for T {}
+
+/// A started runtime, as the ExeUnit holds it.
+pub struct Activity {
+    service: Box<dyn Service>,
+    events: tokio::sync::Mutex<UnboundedReceiver<ProcessStatus>>,
+    pub hello: Result<String, String>,
+    pub start_time: Duration,
+    pub workdir: PathBuf,
+}
+
+impl Activity {
+    pub fn pid(&self) -> u32 {
+        self.service.id()
+    }
+
+    /// RUN STATUS the way the ExeUnit sends it; returns the parsed stdout line and the
+    /// command's return code.
+    pub async fn status(&self) -> (Value, i32) {
+        self.run("STATUS").await
+    }
+
+    /// STATUS, asserting the activity is ready (the message shows why not).
+    pub async fn ready_status(&self) -> Value {
+        let (status, code) = self.status().await;
+        assert_eq!(
+            (status["state"].as_str(), code),
+            (Some("ready"), 0),
+            "{status}"
+        );
+        status
+    }
+
+    pub async fn run(&self, bin: &str) -> (Value, i32) {
+        let run = RunProcess {
+            bin: bin.into(),
+            args: vec![bin.into()],
+            ..Default::default()
+        };
+        let pid = tokio::time::timeout(Duration::from_secs(5), self.service.run_process(run))
+            .await
+            .expect("RUN answered within 5 s")
+            .map_err(|e| e.message)
+            .expect("RUN accepted")
+            .pid;
+        let mut events = self.events.lock().await;
+        let mut stdout = Vec::new();
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .expect("RUN events within 5 s")
+                .expect("event channel open");
+            if event.pid != pid {
+                continue;
+            }
+            stdout.extend(event.stdout);
+            if !event.running {
+                let text = String::from_utf8_lossy(&stdout);
+                assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+                let value = serde_json::from_str(&text).expect("STATUS is JSON");
+                return (value, event.return_code);
+            }
+        }
+    }
+
+    /// Shutdown with the ExeUnit's 5 s timeout, then SIGKILL as the ExeUnit does.
+    /// Returns how long Shutdown took to answer.
+    pub async fn shutdown(self) -> Duration {
+        let started = Instant::now();
+        let answered = tokio::time::timeout(SHUTDOWN_WINDOW, self.service.shutdown()).await;
+        let took = started.elapsed();
+        self.kill().await;
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "Shutdown must answer within the ExeUnit's 5 s window"
+        );
+        took
+    }
+
+    /// SIGKILL, as the ExeUnit does after Shutdown (or a crash would).
+    pub async fn kill(&self) {
+        self.service.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.service.stopped()).await;
+    }
+}
+
+/// Alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !matches!(state, Some(rest) if rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits for `pid` to be gone. /proc offers no notification for a non-child, so this
+/// polls, bounded by `within`.
+pub async fn gone_within(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Waits until `pid` is reaped by its parent (no /proc entry, not even a zombie).
+pub async fn reaped_within(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Apache's `htpasswd -vb`: true if the password verifies.
+pub fn htpasswd_verifies(file: &Path, user: &str, password: &str) -> bool {
+    let out = Command::new("htpasswd")
+        .arg("-vb")
+        .arg(file)
+        .arg(user)
+        .arg(password)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "Apache's htpasswd is needed ({e}); install it: apt-get install -y apache2-utils"
+            )
+        });
+    out.status.success()
+}
+
+/// A JSON-RPC call with a plain HTTP client, as the requestor's user would make.
+pub async fn json_rpc(url: &str, method: &str) -> Value {
+    reqwest_like_post(
+        url,
+        &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": []}),
+    )
+    .await
+}
+
+async fn reqwest_like_post(url: &str, body: &Value) -> Value {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("HTTP call")
+        .json()
+        .await
+        .expect("JSON reply")
+}

@@ -1,0 +1,519 @@
+//! The whole lifecycle through the built binary, driven as the ExeUnit drives it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn args_of(record: &Value) -> Vec<String> {
+    record["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
+    let mut provider = Provider::new(json!({}));
+    // Trace level everywhere: the password must not reach the log even so.
+    provider.rust_log = "trace";
+    let work = provider.workdir("activity-1");
+
+    let deploy = provider.deploy(&work);
+    assert!(deploy.status.success(), "{deploy:?}");
+    let out: Value = serde_json::from_slice(&deploy.stdout).expect("deploy prints JSON");
+    assert_eq!(out["startMode"], "blocking");
+    for net in ["mainnet", "sepolia", "hoodi", "gnosis", "chiado", "dev"] {
+        assert!(
+            provider.datadir(net).is_dir(),
+            "deploy creates {net}'s datadir"
+        );
+    }
+
+    let activity = provider.start(&work, &[r#"{"network": "dev"}"#]).await;
+    assert_eq!(activity.hello, Ok(env!("CARGO_PKG_VERSION").to_string()));
+    let (status, code) = activity.status().await;
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["network"], "dev");
+    assert_eq!(status["url"], "https://rpc.example.test:8545/dev");
+    assert_eq!(status["chain_id"], "0x539");
+    let user = status["auth"]["user"].as_str().unwrap().to_string();
+    let password = status["auth"]["password"].as_str().unwrap().to_string();
+    assert!(user.starts_with("dev-") && user.len() == 20, "{user}");
+    assert_eq!(password.len(), 20);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+
+    // The entry nginx will check: right password verifies with Apache's tool, wrong does not.
+    let file = provider.passwd_file("dev");
+    assert!(htpasswd_verifies(&file, &user, &password));
+    assert!(!htpasswd_verifies(&file, &user, "wrong-password-123"));
+    assert!(!htpasswd_verifies(&file, "dev-someoneelse", &password));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o640);
+
+    // The children got exactly the flags the real binaries need, and a bare environment.
+    let p = provider.port_base + 5 * 20;
+    let datadir = provider.datadir("dev").display().to_string();
+    let erigon = provider.standin("dev", "erigon").expect("erigon ran");
+    assert_eq!(
+        args_of(&erigon),
+        vec![
+            "--chain=dev".to_string(),
+            format!("--datadir={datadir}"),
+            "--http=false".into(),
+            format!("--port={p}"),
+            format!(
+                "--p2p.allowed-ports={},{},{},{},{}",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4
+            ),
+            format!("--torrent.port={}", p + 5),
+            format!("--authrpc.port={}", p + 6),
+            format!("--private.api.addr=127.0.0.1:{}", p + 7),
+            format!("--caplin.discovery.port={}", p + 8),
+            format!("--caplin.discovery.tcpport={}", p + 9),
+            format!("--sentinel.port={}", p + 10),
+        ]
+    );
+    let http = provider.http_port + 5;
+    let rpcdaemon = provider.standin("dev", "rpcdaemon").expect("rpcdaemon ran");
+    assert_eq!(
+        args_of(&rpcdaemon),
+        vec![
+            format!("--datadir={datadir}"),
+            format!("--private.api.addr=127.0.0.1:{}", p + 7),
+            "--http.addr=127.0.0.1".into(),
+            format!("--http.port={http}"),
+            "--http.api=eth,erigon,web3,net,debug,trace,txpool".into(),
+            "--http.vhosts=localhost".into(),
+        ]
+    );
+    let env: Vec<&String> = erigon["env"].as_object().unwrap().keys().collect();
+    assert_eq!(env, ["HOME", "PATH"], "children get only what they need");
+
+    // The node answers JSON-RPC on its port.
+    let reply = json_rpc(&format!("http://127.0.0.1:{http}/"), "eth_chainId").await;
+    assert_eq!(reply["result"], "0x539");
+
+    // Children's output is in the network's logs, the runtime's in the work folder.
+    let erigon_log =
+        std::fs::read_to_string(provider.data_dir.join("logs/dev/erigon.log")).unwrap();
+    assert!(erigon_log.contains("stand-in erigon: chain=dev"));
+    assert!(erigon_log.contains("this line goes to stderr"));
+    let runtime_log = std::fs::read_to_string(work.join("ya-runtime-erigon.log")).unwrap();
+    assert!(runtime_log.contains("dev node ready"), "{runtime_log}");
+
+    let erigon_pid = provider.standin_pid("dev", "erigon").unwrap();
+    let rpcdaemon_pid = provider.standin_pid("dev", "rpcdaemon").unwrap();
+    let start_time = activity.start_time;
+    let stop_time = activity.shutdown().await;
+    eprintln!("timing: start {start_time:?}, stop {stop_time:?}");
+    assert!(
+        stop_time < Duration::from_secs(4),
+        "stop took {stop_time:?}"
+    );
+
+    assert!(
+        !alive(erigon_pid) && !alive(rpcdaemon_pid),
+        "no process left"
+    );
+    assert!(provider.entries("dev").is_empty(), "no entry left");
+    assert!(!htpasswd_verifies(&file, &user, &password));
+    let erigon_log =
+        std::fs::read_to_string(provider.data_dir.join("logs/dev/erigon.log")).unwrap();
+    assert!(erigon_log.contains("Got interrupt"), "stopped with SIGINT");
+    assert!(
+        erigon_log.contains("erigon (pid"),
+        "exit recorded: {erigon_log}"
+    );
+
+    let everything = provider.all_files_text();
+    assert!(
+        everything.contains("RUN STATUS"),
+        "the trace log was written"
+    );
+    assert!(
+        !everything.contains(&password),
+        "the password reached a file"
+    );
+}
+
+#[tokio::test]
+async fn the_handbook_config_works_with_one_shared_password_file_and_two_networks() {
+    let provider = Provider::bare();
+    let shared_file = provider.root.path().join("nginx/erigon_htpasswd");
+    std::fs::create_dir_all(shared_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &shared_file,
+        "# operator's comment\r\nalice:{PLAIN}secret\r\n",
+    )
+    .unwrap();
+    provider.write_config(&format!(
+        r#"{{
+  "public_addr": "https://0.erigon.golem.network:8545",
+  "data_dir": "{}",
+  "passwd_tool_path": "htpasswd",
+  "passwd_file_path": "{}",
+  "password_default_length": 15,
+  "erigon_http_addr": "127.0.0.1",
+  "erigon_http_port": "{}",
+  "port_base": {}
+}}"#,
+        provider.data_dir.display(),
+        shared_file.display(),
+        provider.http_port,
+        provider.port_base
+    ));
+    let (w1, w2) = (provider.workdir("a1"), provider.workdir("a2"));
+    assert!(provider.deploy(&w1).status.success());
+    let (dev, sepolia) = tokio::join!(
+        provider.start(&w1, &[r#"{"network": "dev"}"#]),
+        provider.start(&w2, &[r#"{"network": "sepolia"}"#]),
+    );
+    let ((s1, _), (s2, _)) = tokio::join!(dev.status(), sepolia.status());
+    assert_eq!(
+        (s1["state"].as_str(), s2["state"].as_str()),
+        (Some("ready"), Some("ready"))
+    );
+    assert_eq!(s2["chain_id"], "0xaa36a7");
+    assert_eq!(s2["url"], "https://0.erigon.golem.network:8545/sepolia");
+    assert_eq!(s1["auth"]["password"].as_str().unwrap().len(), 15);
+    let text = std::fs::read_to_string(&shared_file).unwrap();
+    assert!(
+        text.starts_with("# operator's comment\r\nalice:{PLAIN}secret\r\n"),
+        "{text:?}"
+    );
+    for s in [&s1, &s2] {
+        let (user, pw) = (
+            s["auth"]["user"].as_str().unwrap(),
+            s["auth"]["password"].as_str().unwrap(),
+        );
+        assert!(htpasswd_verifies(&shared_file, user, pw));
+    }
+    assert!(std::fs::read_to_string(w1.join("ya-runtime-erigon.log"))
+        .unwrap()
+        .contains("`passwd_tool_path` is retired and ignored"));
+    dev.shutdown().await;
+    let after_one = std::fs::read_to_string(&shared_file).unwrap();
+    assert!(!after_one.contains(s1["auth"]["user"].as_str().unwrap()));
+    assert!(
+        after_one.contains(s2["auth"]["user"].as_str().unwrap()),
+        "the other activity's entry stays"
+    );
+    sepolia.shutdown().await;
+    assert_eq!(
+        std::fs::read_to_string(&shared_file).unwrap(),
+        "# operator's comment\r\nalice:{PLAIN}secret\r\n",
+        "every line the runtime does not own is kept byte for byte"
+    );
+}
+
+#[tokio::test]
+async fn a_second_activity_on_a_busy_network_is_refused_at_once() {
+    let provider = Provider::new(json!({}));
+    let first = provider
+        .start(&provider.workdir("first"), &[r#"{"network": "dev"}"#])
+        .await;
+    let erigon_pid = provider.standin_pid("dev", "erigon").unwrap();
+    let second = provider
+        .start(&provider.workdir("second"), &[r#"{"network": "dev"}"#])
+        .await;
+    assert!(
+        second.start_time < Duration::from_secs(5),
+        "refused without waiting"
+    );
+    let (status, code) = second.status().await;
+    assert_ne!(code, 0);
+    assert_eq!(status["state"], "failed");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("network dev is busy: activity first"),
+        "{reason}"
+    );
+    assert_eq!(status["auth"], Value::Null);
+    assert_eq!(status["url"], Value::Null);
+    assert_eq!(
+        provider.standin_pid("dev", "erigon"),
+        Some(erigon_pid),
+        "no second node"
+    );
+    assert_eq!(provider.entries("dev").len(), 1);
+    second.shutdown().await;
+    first.ready_status().await; // the first is untouched
+    first.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_start_failure_is_reported_and_leaves_no_process_and_no_credential() {
+    struct Case {
+        name: &'static str,
+        config: Value,
+        behaviour: Value,
+        args: &'static [&'static str],
+        reason: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            name: "erigon exits during start",
+            config: json!({}),
+            behaviour: json!({"erigon": {"exit_at_start": 3}}),
+            args: &[r#"{"network": "dev"}"#],
+            reason: &["erigon (pid", "exited with status 3", "logs/dev/erigon.log"],
+        },
+        Case {
+            name: "rpcdaemon exits during start",
+            config: json!({}),
+            behaviour: json!({"rpcdaemon": {"exit_at_start": 4}}),
+            args: &[r#"{"network": "dev"}"#],
+            reason: &[
+                "rpcdaemon (pid",
+                "exited with status 4",
+                "logs/dev/rpcdaemon.log",
+            ],
+        },
+        Case {
+            name: "rpcdaemon never answers",
+            config: json!({"ready_timeout_secs": 2}),
+            behaviour: json!({"rpcdaemon": {"never_ready": true}}),
+            args: &[r#"{"network": "dev"}"#],
+            reason: &[
+                "rpcdaemon did not answer JSON-RPC",
+                "before the ready timeout",
+            ],
+        },
+        Case {
+            name: "erigon binary missing",
+            config: json!({"erigon_path": "/nonexistent/erigon"}),
+            behaviour: json!({}),
+            args: &[r#"{"network": "dev"}"#],
+            reason: &["/nonexistent/erigon not found", "set `erigon_path`"],
+        },
+        Case {
+            name: "retired network",
+            config: json!({}),
+            behaviour: json!({}),
+            args: &[r#"{"network": "goerli"}"#],
+            reason: &[
+                "\"goerli\" is retired",
+                "accepted: chiado, dev, gnosis, hoodi, mainnet, sepolia",
+            ],
+        },
+        Case {
+            name: "malformed JSON",
+            config: json!({}),
+            behaviour: json!({}),
+            args: &["{network: dev"],
+            reason: &["is not valid JSON", r#"{"network": "sepolia"}"#],
+        },
+        Case {
+            name: "two arguments",
+            config: json!({}),
+            behaviour: json!({}),
+            args: &["{}", "{}"],
+            reason: &["start got 2 arguments"],
+        },
+        Case {
+            name: "unknown key",
+            config: json!({}),
+            behaviour: json!({}),
+            args: &[r#"{"network": "dev", "archive": true}"#],
+            reason: &["unknown key \"archive\""],
+        },
+    ];
+    for case in cases {
+        let provider = Provider::new(case.config);
+        provider.set_behaviour("dev", case.behaviour);
+        let work = provider.workdir("failing");
+        let activity = provider.start(&work, case.args).await;
+        assert!(
+            activity.hello.is_ok(),
+            "{}: the runtime keeps answering",
+            case.name
+        );
+        let (status, code) = activity.status().await;
+        assert_ne!(code, 0, "{}", case.name);
+        assert_eq!(status["state"], "failed", "{}: {status}", case.name);
+        let reason = status["reason"].as_str().unwrap_or_default();
+        for part in case.reason {
+            assert!(
+                reason.contains(part),
+                "{}: {reason:?} lacks {part:?}",
+                case.name
+            );
+        }
+        assert_eq!(status["auth"], Value::Null, "{}", case.name);
+        for name in ["erigon", "rpcdaemon"] {
+            if let Some(pid) = provider.standin_pid("dev", name) {
+                assert!(
+                    !alive(pid),
+                    "{}: {name} (pid {pid}) left running",
+                    case.name
+                );
+            }
+        }
+        assert!(
+            provider.entries("dev").is_empty(),
+            "{}: credential left",
+            case.name
+        );
+        let log = std::fs::read_to_string(work.join("ya-runtime-erigon.log")).unwrap();
+        assert!(
+            log.contains("start failed"),
+            "{}: reason in the runtime log",
+            case.name
+        );
+        assert!(activity.shutdown().await < Duration::from_secs(1));
+    }
+}
+
+#[tokio::test]
+async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password() {
+    let provider = Provider::new(json!({}));
+    let activity = provider
+        .start(&provider.workdir("a"), &[r#"{"network": "dev"}"#])
+        .await;
+    let status = activity.ready_status().await;
+    let (user, password) = (
+        status["auth"]["user"].as_str().unwrap().to_string(),
+        status["auth"]["password"].as_str().unwrap().to_string(),
+    );
+    let rpcdaemon = provider.standin_pid("dev", "rpcdaemon").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rpcdaemon as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The runtime publishes the exit as it reaps; STATUS is read live, so once the pid
+    // is reaped the next STATUS says failed.
+    assert!(reaped_within(rpcdaemon, Duration::from_secs(5)).await);
+    let (status, code) = activity.status().await;
+    assert_ne!(code, 0);
+    assert_eq!(status["state"], "failed");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("rpcdaemon (pid") && reason.contains("killed by signal 9 (SIGKILL)"),
+        "{reason}"
+    );
+    assert_eq!(status["auth"], Value::Null);
+    // Revocation is the watcher's job; it has run by the time STATUS answered twice.
+    activity.status().await;
+    assert!(!htpasswd_verifies(
+        &provider.passwd_file("dev"),
+        &user,
+        &password
+    ));
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    activity.shutdown().await;
+    assert!(!alive(erigon), "stop still stops the surviving child");
+}
+
+#[tokio::test]
+async fn children_do_not_outlive_a_killed_runtime() {
+    let provider = Provider::new(json!({}));
+    let activity = provider
+        .start(&provider.workdir("a"), &[r#"{"network": "dev"}"#])
+        .await;
+    activity.ready_status().await;
+    let pids = [
+        provider.standin_pid("dev", "erigon").unwrap(),
+        provider.standin_pid("dev", "rpcdaemon").unwrap(),
+    ];
+    activity.kill().await;
+    for pid in pids {
+        assert!(
+            gone_within(pid, Duration::from_secs(5)).await,
+            "pid {pid} outlived the runtime"
+        );
+    }
+    let log = std::fs::read_to_string(provider.data_dir.join("logs/dev/erigon.log")).unwrap();
+    assert!(log.contains("stand-in erigon"), "{log}");
+}
+
+#[tokio::test]
+async fn a_slow_clean_stop_is_not_killed_and_the_next_start_waits_for_it() {
+    let provider = Provider::new(json!({"ready_timeout_secs": 2, "stop_timeout_ms": 500}));
+    provider.set_behaviour("dev", json!({"erigon": {"stop_delay_ms": 60000}}));
+    let activity = provider
+        .start(&provider.workdir("slow"), &[r#"{"network": "dev"}"#])
+        .await;
+    let status = activity.ready_status().await;
+    let user = status["auth"]["user"].as_str().unwrap().to_string();
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    let took = activity.shutdown().await;
+    assert!(
+        took < Duration::from_secs(2),
+        "Shutdown answered in {took:?}"
+    );
+    assert!(
+        provider
+            .entries("dev")
+            .iter()
+            .all(|l| !l.starts_with(&user)),
+        "revoked at once"
+    );
+    assert!(
+        alive(erigon),
+        "a node finishing its clean stop is not SIGKILLed"
+    );
+    let log =
+        std::fs::read_to_string(provider.workdir("slow").join("ya-runtime-erigon.log")).unwrap();
+    assert!(
+        log.contains("still finishing its clean stop"),
+        "stop reports what it left"
+    );
+
+    provider.set_behaviour("dev", json!({}));
+    let next = provider
+        .start(&provider.workdir("next"), &[r#"{"network": "dev"}"#])
+        .await;
+    assert!(
+        next.start_time >= Duration::from_secs(2),
+        "waited for the lock: {:?}",
+        next.status().await
+    );
+    let (status, _) = next.status().await;
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("network dev: the node of activity slow is still stopping"),
+        "{reason}"
+    );
+    next.shutdown().await;
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(erigon as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(gone_within(erigon, Duration::from_secs(5)).await);
+    let again = provider
+        .start(&provider.workdir("again"), &[r#"{"network": "dev"}"#])
+        .await;
+    again.ready_status().await; // the lock went with the last holder
+    again.shutdown().await;
+}
+
+#[tokio::test]
+async fn sigterm_to_the_runtime_stops_the_node_and_revokes() {
+    let provider = Provider::new(json!({}));
+    let activity = provider
+        .start(&provider.workdir("a"), &[r#"{"network": "dev"}"#])
+        .await;
+    assert_eq!(provider.entries("dev").len(), 1);
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(activity.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(gone_within(activity.pid(), Duration::from_secs(5)).await);
+    assert!(!alive(erigon));
+    assert!(provider.entries("dev").is_empty());
+}
