@@ -22,41 +22,54 @@ use ya_runtime_sdk::runtime_api::server::{
 /// The ExeUnit's Shutdown window.
 pub const SHUTDOWN_WINDOW: Duration = Duration::from_secs(5);
 
-/// A provider's plugin folder: the runtime and the node binaries side by side, as in
-/// the seed's instructions. The binaries are hard links to what cargo built, so the
-/// runtime finds the stand-ins through its own path exactly as it would the real ones.
+/// The test suite's plugin folder (see [`assemble_plugin_dir`]), built once per process.
 pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let runtime = PathBuf::from(env!("CARGO_BIN_EXE_ya-runtime-erigon"));
+        let (Some(runtime), Some(tmp)) = (
+            option_env!("CARGO_BIN_EXE_ya-runtime-erigon"),
+            option_env!("CARGO_TARGET_TMPDIR"),
+        ) else {
+            panic!("plugin_dir() is for integration tests; other callers assemble their own");
+        };
+        let runtime = PathBuf::from(runtime);
         let examples = runtime.parent().expect("target dir").join("examples");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("plugin-{}", std::process::id()))
-            .join("ya-runtime-erigon");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create plugin dir");
-        let mut binaries = vec![(runtime, "ya-runtime-erigon")];
-        for name in ["erigon", "rpcdaemon"] {
-            let built = examples.join(name);
-            assert!(
-                built.is_file(),
-                "stand-in {name} is not built at {}: run the suite with `cargo test` (it builds the examples) or run `cargo build --examples` first",
-                built.display()
-            );
-            binaries.push((built, name));
-        }
-        for (from, name) in binaries {
-            let to = dir.join(name);
-            if std::fs::hard_link(&from, &to).is_err() {
-                std::fs::copy(&from, &to).expect("copy binary");
-            }
-        }
-        dir
+        let dest = Path::new(tmp).join(format!("plugin-{}", std::process::id()));
+        assemble_plugin_dir(&runtime, &examples, &dest).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 
-pub fn runtime_bin() -> PathBuf {
-    plugin_dir().join("ya-runtime-erigon")
+/// A provider's plugin folder under `dest`: `ya-runtime-erigon/` holding the runtime
+/// and the node binaries from `node_dir` side by side, as in the seed's instructions.
+/// Hard links where possible, so the runtime finds the binaries through its own path
+/// exactly as it would in production.
+pub fn assemble_plugin_dir(
+    runtime: &Path,
+    node_dir: &Path,
+    dest: &Path,
+) -> Result<PathBuf, String> {
+    let dir = dest.join("ya-runtime-erigon");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut binaries = vec![(runtime.to_path_buf(), "ya-runtime-erigon")];
+    for name in ["erigon", "rpcdaemon"] {
+        let built = node_dir.join(name);
+        if !built.is_file() {
+            return Err(format!(
+                "{name} is not at {}: the stand-ins are built by `cargo test` (it builds the examples) or `cargo build --examples`",
+                built.display()
+            ));
+        }
+        binaries.push((built, name));
+    }
+    for (from, name) in binaries {
+        let to = dir.join(name);
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)
+                .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+        }
+    }
+    Ok(dir)
 }
 
 /// Two free, non-overlapping port ranges: rpcdaemon HTTP ports, then node ports.
@@ -78,6 +91,7 @@ fn port_block() -> (u16, u16) {
 
 /// One provider: a HOME with the runtime's configuration and data.
 pub struct Provider {
+    pub runtime: PathBuf,
     pub root: tempfile::TempDir,
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
@@ -89,7 +103,11 @@ pub struct Provider {
 impl Provider {
     /// Writes a configuration with this provider's paths and ports, plus `overrides`.
     pub fn new(overrides: Value) -> Self {
-        let provider = Self::bare();
+        Self::with_runtime(plugin_dir().join("ya-runtime-erigon"), overrides)
+    }
+
+    pub fn with_runtime(runtime: PathBuf, overrides: Value) -> Self {
+        let provider = Self::bare_with(runtime);
         let mut config = json!({
             "public_addr": "https://rpc.example.test:8545",
             "data_dir": provider.data_dir,
@@ -112,12 +130,17 @@ impl Provider {
 
     /// A provider with no configuration file yet.
     pub fn bare() -> Self {
+        Self::bare_with(plugin_dir().join("ya-runtime-erigon"))
+    }
+
+    fn bare_with(runtime: PathBuf) -> Self {
         let root = tempfile::Builder::new()
             .prefix("yre-")
             .tempdir()
             .expect("temp dir");
         let (http_port, port_base) = port_block();
         Self {
+            runtime,
             data_dir: root.path().join("data"),
             config_path: root
                 .path()
@@ -142,7 +165,7 @@ impl Provider {
 
     /// The runtime's command line, environment and cwd as the ExeUnit sets them.
     pub fn command(&self, workdir: &Path) -> Command {
-        let mut cmd = Command::new(runtime_bin());
+        let mut cmd = Command::new(&self.runtime);
         cmd.current_dir(workdir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -395,18 +418,11 @@ pub fn htpasswd_verifies(file: &Path, user: &str, password: &str) -> bool {
 
 /// A JSON-RPC call with a plain HTTP client, as the requestor's user would make.
 pub async fn json_rpc(url: &str, method: &str) -> Value {
-    reqwest_like_post(
-        url,
-        &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": []}),
-    )
-    .await
-}
-
-async fn reqwest_like_post(url: &str, body: &Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": []});
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     client
         .post(url)
-        .json(body)
+        .json(&body)
         .send()
         .await
         .expect("HTTP call")
