@@ -138,30 +138,6 @@ fn port_from_number_or_string<'de, D: Deserializer<'de>>(de: D) -> Result<u16, D
     }
 }
 
-/// Flags the runtime sets itself. An operator's extra args may not override them,
-/// because they carry the per-network isolation (datadir, ports) and the clean stop.
-const MANAGED_ERIGON_FLAGS: &[&str] = &[
-    "--chain",
-    "--datadir",
-    "--http",
-    "--port",
-    "--p2p.allowed-ports",
-    "--torrent.port",
-    "--authrpc.port",
-    "--private.api.addr",
-    "--caplin.discovery.port",
-    "--caplin.discovery.tcpport",
-    "--sentinel.port",
-];
-const MANAGED_RPCDAEMON_FLAGS: &[&str] = &[
-    "--datadir",
-    "--private.api.addr",
-    "--http.addr",
-    "--http.port",
-    "--http.api",
-    "--http.vhosts",
-];
-
 pub const PASSWORD_LENGTH: std::ops::RangeInclusive<usize> = 15..=128;
 pub const BCRYPT_COST: std::ops::RangeInclusive<u32> = 4..=31;
 pub const READY_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 1..=86_400;
@@ -270,14 +246,12 @@ impl RawConfig {
                 self.passwd_file_path
             ));
         }
-        if !PASSWORD_LENGTH.contains(&self.password_default_length) {
-            return Err(format!(
-                "key `password_default_length` is {}; accepted: {} to {} characters",
-                self.password_default_length,
-                PASSWORD_LENGTH.start(),
-                PASSWORD_LENGTH.end()
-            ));
-        }
+        in_range(
+            "password_default_length",
+            self.password_default_length,
+            PASSWORD_LENGTH,
+            " characters",
+        )?;
         let http_addr: IpAddr = self.erigon_http_addr.parse().map_err(|_| {
             format!(
                 "key `erigon_http_addr`: \"{}\" is not an IP address; accepted: an IPv4 or IPv6 address such as 127.0.0.1",
@@ -296,42 +270,21 @@ impl RawConfig {
         let default_network = networks
             .resolve(&self.default_network)
             .map_err(|e| format!("key `default_network`: {e}"))?;
-        if !BCRYPT_COST.contains(&self.bcrypt_cost) {
-            return Err(format!(
-                "key `bcrypt_cost` is {}; accepted: {} to {}",
-                self.bcrypt_cost,
-                BCRYPT_COST.start(),
-                BCRYPT_COST.end()
-            ));
-        }
-        if !READY_TIMEOUT_SECS.contains(&self.ready_timeout_secs) {
-            return Err(format!(
-                "key `ready_timeout_secs` is {}; accepted: {} to {}",
-                self.ready_timeout_secs,
-                READY_TIMEOUT_SECS.start(),
-                READY_TIMEOUT_SECS.end()
-            ));
-        }
-        if !STOP_TIMEOUT_MS.contains(&self.stop_timeout_ms) {
-            return Err(format!(
-                "key `stop_timeout_ms` is {}; accepted: {} to {} (the ExeUnit kills the runtime 5 s after Shutdown)",
-                self.stop_timeout_ms,
-                STOP_TIMEOUT_MS.start(),
-                STOP_TIMEOUT_MS.end()
-            ));
-        }
-        if self.log_max_bytes < 64 * 1024 || self.log_max_bytes > 1 << 40 {
-            return Err(format!(
-                "key `log_max_bytes` is {}; accepted: 65536 to 1099511627776",
-                self.log_max_bytes
-            ));
-        }
-        if !(1..=100).contains(&self.log_files) {
-            return Err(format!(
-                "key `log_files` is {}; accepted: 1 to 100",
-                self.log_files
-            ));
-        }
+        in_range("bcrypt_cost", self.bcrypt_cost, BCRYPT_COST, "")?;
+        in_range(
+            "ready_timeout_secs",
+            self.ready_timeout_secs,
+            READY_TIMEOUT_SECS,
+            "",
+        )?;
+        in_range(
+            "stop_timeout_ms",
+            self.stop_timeout_ms,
+            STOP_TIMEOUT_MS,
+            " (the ExeUnit kills the runtime 5 s after Shutdown)",
+        )?;
+        in_range("log_max_bytes", self.log_max_bytes, 64 * 1024..=1 << 40, "")?;
+        in_range("log_files", self.log_files, 1..=100, "")?;
         let word = |key: &str, list: &[String], extra: &str| match list.iter().find(|w| {
             w.is_empty()
                 || !w
@@ -347,11 +300,11 @@ impl RawConfig {
         };
         word("http_api", &self.http_api, "_")?;
         word("http_vhosts", &self.http_vhosts, ".-*:[]")?;
-        refuse_managed("erigon_args", &self.erigon_args, MANAGED_ERIGON_FLAGS)?;
+        refuse_managed("erigon_args", &self.erigon_args, &crate::node::ERIGON_FLAGS)?;
         refuse_managed(
             "rpcdaemon_args",
             &self.rpcdaemon_args,
-            MANAGED_RPCDAEMON_FLAGS,
+            &crate::node::RPCDAEMON_FLAGS,
         )?;
         let binary = |key: &str, given: Option<PathBuf>, name: &str| match given {
             Some(path) => absolute(key, &path).map(|_| path),
@@ -389,6 +342,23 @@ impl RawConfig {
             passwd_tool_path: self.passwd_tool_path,
             data_dir: self.data_dir,
         })
+    }
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    accepted: std::ops::RangeInclusive<T>,
+    note: &str,
+) -> Result<(), String> {
+    if accepted.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "key `{key}` is {value}; accepted: {} to {}{note}",
+            accepted.start(),
+            accepted.end()
+        ))
     }
 }
 

@@ -191,6 +191,16 @@ mod tests {
     use super::*;
     use crate::network::Networks;
 
+    fn dev_lock() -> (tempfile::TempDir, Network, PathBuf, Instant) {
+        let dir = tempfile::tempdir().unwrap();
+        let net = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555)
+            .unwrap()
+            .resolve("dev")
+            .unwrap();
+        let path = dir.path().join("dev.lock");
+        (dir, net, path, Instant::now() + Duration::from_secs(60))
+    }
+
     #[test]
     fn identity_tells_this_process_from_a_recycled_pid() {
         let me = ProcessIdentity::current().unwrap();
@@ -205,13 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_live_holder_is_refused_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let net = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555)
-            .unwrap()
-            .resolve("dev")
-            .unwrap();
-        let path = dir.path().join("dev.lock");
-        let far = Instant::now() + Duration::from_secs(60);
+        let (_dir, net, path, far) = dev_lock();
         let mut first = NetworkLock::acquire(&path, &net, "a1", far).await.unwrap();
         let started = Instant::now();
         let err = NetworkLock::acquire(&path, &net, "a2", far)
@@ -233,13 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_holding_the_inherited_descriptor_keeps_the_network_locked() {
-        let dir = tempfile::tempdir().unwrap();
-        let net = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555)
-            .unwrap()
-            .resolve("dev")
-            .unwrap();
-        let path = dir.path().join("dev.lock");
-        let far = Instant::now() + Duration::from_secs(60);
+        let (_dir, net, path, far) = dev_lock();
         let mut lock = NetworkLock::acquire(&path, &net, "a1", far).await.unwrap();
         lock.mark_stopping();
         let fd = lock.raw_fd();

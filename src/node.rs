@@ -396,42 +396,73 @@ async fn wait_for_listener(
     }
 }
 
+/// Flags the runtime sets on erigon for each network; configuration may not repeat
+/// them (see `config`), because they carry the per-network isolation.
+pub const ERIGON_FLAGS: [&str; 11] = [
+    "--chain",
+    "--datadir",
+    "--http",
+    "--port",
+    "--p2p.allowed-ports",
+    "--torrent.port",
+    "--authrpc.port",
+    "--private.api.addr",
+    "--caplin.discovery.port",
+    "--caplin.discovery.tcpport",
+    "--sentinel.port",
+];
+
+/// Flags the runtime sets on rpcdaemon.
+pub const RPCDAEMON_FLAGS: [&str; 6] = [
+    "--datadir",
+    "--private.api.addr",
+    "--http.addr",
+    "--http.port",
+    "--http.api",
+    "--http.vhosts",
+];
+
 fn erigon_args(config: &Config, network: &Network, datadir: &Path, p: &Ports) -> Vec<String> {
-    let mut args: Vec<String> = [
-        ("--chain", network.name().to_string()),
-        ("--datadir", datadir.display().to_string()),
-        ("--http", "false".to_string()),
-        ("--port", p.p2p.to_string()),
-        ("--p2p.allowed-ports", p.p2p_allowed()),
-        ("--torrent.port", p.torrent.to_string()),
-        ("--authrpc.port", p.authrpc.to_string()),
-        ("--private.api.addr", format!("127.0.0.1:{}", p.private_api)),
-        ("--caplin.discovery.port", p.caplin_discovery.to_string()),
-        ("--caplin.discovery.tcpport", p.caplin_tcp.to_string()),
-        ("--sentinel.port", p.sentinel.to_string()),
-    ]
-    .into_iter()
-    // `--flag=value`: urfave/cli reads `--http false` as a flag and a stray argument.
-    .map(|(flag, value)| format!("{flag}={value}"))
-    .collect();
-    args.extend(config.erigon_args.iter().cloned());
-    args
+    let values = [
+        network.name().to_string(),
+        datadir.display().to_string(),
+        "false".to_string(),
+        p.p2p.to_string(),
+        p.p2p_allowed(),
+        p.torrent.to_string(),
+        p.authrpc.to_string(),
+        format!("127.0.0.1:{}", p.private_api),
+        p.caplin_discovery.to_string(),
+        p.caplin_tcp.to_string(),
+        p.sentinel.to_string(),
+    ];
+    with_flags(&ERIGON_FLAGS, values, &config.erigon_args)
 }
 
 fn rpcdaemon_args(config: &Config, datadir: &Path, p: &Ports) -> Vec<String> {
-    let mut args: Vec<String> = [
-        ("--datadir", datadir.display().to_string()),
-        ("--private.api.addr", format!("127.0.0.1:{}", p.private_api)),
-        ("--http.addr", config.http_addr.to_string()),
-        ("--http.port", p.http.to_string()),
-        ("--http.api", config.http_api.join(",")),
-        ("--http.vhosts", config.http_vhosts.join(",")),
-    ]
-    .into_iter()
-    .map(|(flag, value)| format!("{flag}={value}"))
-    .collect();
-    args.extend(config.rpcdaemon_args.iter().cloned());
-    args
+    let values = [
+        datadir.display().to_string(),
+        format!("127.0.0.1:{}", p.private_api),
+        config.http_addr.to_string(),
+        p.http.to_string(),
+        config.http_api.join(","),
+        config.http_vhosts.join(","),
+    ];
+    with_flags(&RPCDAEMON_FLAGS, values, &config.rpcdaemon_args)
+}
+
+/// `--flag=value`: urfave/cli reads `--http false` as a flag and a stray argument.
+fn with_flags<const N: usize>(
+    flags: &[&str; N],
+    values: [String; N],
+    extra: &[String],
+) -> Vec<String> {
+    flags
+        .iter()
+        .zip(values)
+        .map(|(flag, value)| format!("{flag}={value}"))
+        .chain(extra.iter().cloned())
+        .collect()
 }
 
 #[cfg(test)]
