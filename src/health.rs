@@ -9,7 +9,23 @@ use crate::node::Node;
 
 /// A probe that hangs longer than this is retried rather than waited for.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-const RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// Delays between readiness probes on loopback: quick at first, since a local node
+/// often answers within milliseconds, then every 200 ms so a slow one is not hammered.
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(10))
+    }
+}
+
+impl Backoff {
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(200));
+    }
+}
 
 pub struct JsonRpc {
     client: reqwest::Client,
@@ -68,13 +84,14 @@ impl JsonRpc {
 pub async fn wait_ready(rpc: &JsonRpc, node: &Node, deadline: Instant) -> Result<String, String> {
     let last_error = std::cell::RefCell::new(String::from("no answer yet"));
     let probe = async {
+        let mut backoff = Backoff::default();
         loop {
             match rpc.call("eth_chainId", json!([])).await {
                 Ok(Value::String(id)) => return id,
                 Ok(other) => *last_error.borrow_mut() = format!("eth_chainId returned {other}"),
                 Err(e) => *last_error.borrow_mut() = e,
             }
-            tokio::time::sleep(RETRY_EVERY).await;
+            backoff.wait().await;
         }
     };
     tokio::select! {

@@ -379,11 +379,9 @@ async fn wait_for_listener(
     deadline: Instant,
 ) -> Result<(), String> {
     let probe = async {
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut backoff = crate::health::Backoff::default();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            backoff.wait().await;
         }
     };
     tokio::select! {
