@@ -219,13 +219,9 @@ async fn the_handbook_config_works_with_one_shared_password_file_and_two_network
 #[tokio::test]
 async fn a_second_activity_on_a_busy_network_is_refused_at_once() {
     let provider = Provider::new(json!({}));
-    let first = provider
-        .start(&provider.workdir("first"), &[r#"{"network": "dev"}"#])
-        .await;
+    let first = provider.start_on("first", "dev").await;
     let erigon_pid = provider.standin_pid("dev", "erigon").unwrap();
-    let second = provider
-        .start(&provider.workdir("second"), &[r#"{"network": "dev"}"#])
-        .await;
+    let second = provider.start_on("second", "dev").await;
     assert!(
         second.start_time < Duration::from_secs(5),
         "refused without waiting"
@@ -377,20 +373,14 @@ async fn every_start_failure_is_reported_and_leaves_no_process_and_no_credential
 #[tokio::test]
 async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password() {
     let provider = Provider::new(json!({}));
-    let activity = provider
-        .start(&provider.workdir("a"), &[r#"{"network": "dev"}"#])
-        .await;
+    let activity = provider.start_on("a", "dev").await;
     let status = activity.ready_status().await;
     let (user, password) = (
         status["auth"]["user"].as_str().unwrap().to_string(),
         status["auth"]["password"].as_str().unwrap().to_string(),
     );
     let rpcdaemon = provider.standin_pid("dev", "rpcdaemon").unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(rpcdaemon as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    send(rpcdaemon, nix::sys::signal::Signal::SIGKILL);
     // The runtime publishes the exit as it reaps; STATUS is read live, so once the pid
     // is reaped the next STATUS says failed.
     assert!(reaped_within(rpcdaemon, Duration::from_secs(5)).await);
@@ -418,9 +408,7 @@ async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password()
 #[tokio::test]
 async fn children_do_not_outlive_a_killed_runtime() {
     let provider = Provider::new(json!({}));
-    let activity = provider
-        .start(&provider.workdir("a"), &[r#"{"network": "dev"}"#])
-        .await;
+    let activity = provider.start_on("a", "dev").await;
     activity.ready_status().await;
     let pids = [
         provider.standin_pid("dev", "erigon").unwrap(),
@@ -441,9 +429,7 @@ async fn children_do_not_outlive_a_killed_runtime() {
 async fn a_slow_clean_stop_is_not_killed_and_the_next_start_waits_for_it() {
     let provider = Provider::new(json!({"ready_timeout_secs": 2, "stop_timeout_ms": 500}));
     provider.set_behaviour("dev", json!({"erigon": {"stop_delay_ms": 60000}}));
-    let activity = provider
-        .start(&provider.workdir("slow"), &[r#"{"network": "dev"}"#])
-        .await;
+    let activity = provider.start_on("slow", "dev").await;
     let status = activity.ready_status().await;
     let user = status["auth"]["user"].as_str().unwrap().to_string();
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
@@ -471,9 +457,7 @@ async fn a_slow_clean_stop_is_not_killed_and_the_next_start_waits_for_it() {
     );
 
     provider.set_behaviour("dev", json!({}));
-    let next = provider
-        .start(&provider.workdir("next"), &[r#"{"network": "dev"}"#])
-        .await;
+    let next = provider.start_on("next", "dev").await;
     assert!(
         next.start_time >= Duration::from_secs(2),
         "waited for the lock: {:?}",
@@ -487,15 +471,9 @@ async fn a_slow_clean_stop_is_not_killed_and_the_next_start_waits_for_it() {
     );
     next.shutdown().await;
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(erigon as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    send(erigon, nix::sys::signal::Signal::SIGKILL);
     assert!(gone_within(erigon, Duration::from_secs(5)).await);
-    let again = provider
-        .start(&provider.workdir("again"), &[r#"{"network": "dev"}"#])
-        .await;
+    let again = provider.start_on("again", "dev").await;
     again.ready_status().await; // the lock went with the last holder
     again.shutdown().await;
 }
@@ -503,16 +481,10 @@ async fn a_slow_clean_stop_is_not_killed_and_the_next_start_waits_for_it() {
 #[tokio::test]
 async fn sigterm_to_the_runtime_stops_the_node_and_revokes() {
     let provider = Provider::new(json!({}));
-    let activity = provider
-        .start(&provider.workdir("a"), &[r#"{"network": "dev"}"#])
-        .await;
+    let activity = provider.start_on("a", "dev").await;
     assert_eq!(provider.entries("dev").len(), 1);
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(activity.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    send(activity.pid(), nix::sys::signal::Signal::SIGTERM);
     assert!(gone_within(activity.pid(), Duration::from_secs(5)).await);
     assert!(!alive(erigon));
     assert!(provider.entries("dev").is_empty());

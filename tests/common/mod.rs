@@ -207,6 +207,12 @@ impl Provider {
         }
     }
 
+    /// `start '{"network": "<network>"}'` in a fresh work folder named `activity`.
+    pub async fn start_on(&self, activity: &str, network: &str) -> Activity {
+        let arg = json!({ "network": network }).to_string();
+        self.start(&self.workdir(activity), &[&arg]).await
+    }
+
     pub fn datadir(&self, network: &str) -> PathBuf {
         self.data_dir.join(network)
     }
@@ -363,6 +369,12 @@ impl Activity {
         self.service.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.service.stopped()).await;
     }
+}
+
+/// Sends a real signal, as a crash, an operator or the ExeUnit would.
+pub fn send(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+        .unwrap_or_else(|e| panic!("cannot send {signal} to {pid}: {e}"));
 }
 
 /// Alive and not a zombie.
