@@ -48,6 +48,8 @@ struct RawConfig {
     rpcdaemon_path: Option<PathBuf>,
     networks: BTreeMap<String, NetworkEntry>,
     default_network: String,
+    /// Scheme of the htpasswd entries: ssha (default), sha or bcrypt.
+    password_hash: String,
     bcrypt_cost: u32,
     ready_timeout_secs: u64,
     stop_timeout_ms: u64,
@@ -95,6 +97,7 @@ impl Default for RawConfig {
                 .map(|(name, slot)| (name.to_string(), NetworkEntry { slot: *slot }))
                 .collect(),
             default_network: "sepolia".into(),
+            password_hash: "ssha".into(),
             bcrypt_cost: 5,
             ready_timeout_secs: 120,
             stop_timeout_ms: 3000,
@@ -160,7 +163,7 @@ pub struct Config {
     pub rpcdaemon_path: PathBuf,
     pub networks: Networks,
     pub default_network: Network,
-    pub bcrypt_cost: u32,
+    pub password_hash: crate::hash::HashScheme,
     pub ready_timeout: std::time::Duration,
     pub stop_timeout: std::time::Duration,
     pub log_dir: PathBuf,
@@ -271,6 +274,8 @@ impl RawConfig {
             .resolve(&self.default_network)
             .map_err(|e| format!("key `default_network`: {e}"))?;
         in_range("bcrypt_cost", self.bcrypt_cost, BCRYPT_COST, "")?;
+        let password_hash =
+            crate::hash::HashScheme::from_config(&self.password_hash, self.bcrypt_cost)?;
         in_range(
             "ready_timeout_secs",
             self.ready_timeout_secs,
@@ -329,7 +334,7 @@ impl RawConfig {
             rpcdaemon_path: binary("rpcdaemon_path", self.rpcdaemon_path, "rpcdaemon")?,
             networks,
             default_network,
-            bcrypt_cost: self.bcrypt_cost,
+            password_hash,
             ready_timeout: std::time::Duration::from_secs(self.ready_timeout_secs),
             stop_timeout: std::time::Duration::from_millis(self.stop_timeout_ms),
             log_dir,
@@ -441,6 +446,7 @@ mod tests {
     fn defaults_are_valid_and_round_trip() {
         let cfg = load(ErigonConf::default().0).expect("defaults are valid");
         assert_eq!(cfg.default_network.name(), "sepolia");
+        assert_eq!(cfg.password_hash, crate::hash::HashScheme::Ssha);
         let dev = cfg.networks.resolve("dev").unwrap();
         assert!(cfg.passwd_file(&dev).ends_with("auth/dev.htpasswd"));
     }
@@ -485,6 +491,10 @@ mod tests {
                 "key `networks.a.x`: unknown field `x`, expected `slot`",
             ),
             (json!({"bcrypt_cost": 3}), "accepted: 4 to 31"),
+            (
+                json!({"password_hash": "md5"}),
+                "key `password_hash`: \"md5\" is not a scheme",
+            ),
             (json!({"stop_timeout_ms": 5000}), "accepted: 100 to 3800"),
             (json!({"ready_timeout_secs": 0}), "key `ready_timeout_secs`"),
             (json!({"log_files": 0}), "key `log_files`"),

@@ -10,6 +10,7 @@ use std::fmt;
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 
+use crate::hash::HashScheme;
 use crate::htpasswd::HtpasswdFile;
 use crate::network::Network;
 
@@ -51,18 +52,15 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Draws a user and a password from the OS CSPRNG and adds the bcrypt entry.
+    /// Draws a user and a password from the OS CSPRNG and adds the entry.
     pub fn issue(
         file: HtpasswdFile,
         network: &Network,
         length: usize,
-        bcrypt_cost: u32,
+        scheme: HashScheme,
     ) -> Result<Self, String> {
         let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
-        let hash = bcrypt::hash_with_result(password.expose(), bcrypt_cost)
-            .map_err(|e| format!("cannot hash the password with bcrypt cost {bcrypt_cost}: {e}"))?
-            // `$2y$` is the prefix Apache's htpasswd and nginx's crypt(3) both accept.
-            .format_for_version(bcrypt::Version::TwoY);
+        let hash = scheme.hash(password.expose())?;
         for _ in 0..3 {
             let user = format!("{network}-{}", random_lower(USER_RANDOM_LEN));
             if file.add(&user, &hash)? {
@@ -141,7 +139,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h");
         let file = HtpasswdFile::new(path.clone());
-        let mut creds = Credentials::issue(file.clone(), &sepolia(), 20, 4).unwrap();
+        let mut creds =
+            Credentials::issue(file.clone(), &sepolia(), 20, HashScheme::Bcrypt { cost: 4 })
+                .unwrap();
         assert!(creds.user().starts_with("sepolia-"));
         assert_eq!(creds.user().len(), "sepolia-".len() + USER_RANDOM_LEN);
         let pw = creds.password().expose().to_owned();
@@ -164,8 +164,8 @@ mod tests {
     fn dropping_unrevoked_credentials_removes_the_entry() {
         let dir = tempfile::tempdir().unwrap();
         let file = HtpasswdFile::new(dir.path().join("h"));
-        let a = Credentials::issue(file.clone(), &sepolia(), 15, 4).unwrap();
-        let b = Credentials::issue(file.clone(), &sepolia(), 15, 4).unwrap();
+        let a = Credentials::issue(file.clone(), &sepolia(), 15, HashScheme::Ssha).unwrap();
+        let b = Credentials::issue(file.clone(), &sepolia(), 15, HashScheme::Ssha).unwrap();
         assert_ne!(a.user(), b.user());
         assert_ne!(a.password().expose(), b.password().expose());
         let b_user = b.user().to_owned();

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod hash;
 pub mod health;
 pub mod htpasswd;
 pub mod logging;

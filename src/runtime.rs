@@ -259,7 +259,7 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
         let chain_id = health::wait_ready(&rpc, &node, deadline).await?;
         let file = HtpasswdFile::new(config.passwd_file(&network));
         let credentials =
-            Credentials::issue(file, &network, config.password_length, config.bcrypt_cost)?;
+            Credentials::issue(file, &network, config.password_length, config.password_hash)?;
         Ok::<_, String>((chain_id, credentials))
     };
     let (chain_id, credentials) = match ready.await {

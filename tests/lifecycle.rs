@@ -165,7 +165,9 @@ async fn the_handbook_config_works_with_one_shared_password_file_and_two_network
   "password_default_length": 15,
   "erigon_http_addr": "127.0.0.1",
   "erigon_http_port": "{}",
-  "port_base": {}
+  "port_base": {},
+  "password_hash": "bcrypt",
+  "bcrypt_cost": 4
 }}"#,
         provider.data_dir.display(),
         shared_file.display(),

@@ -116,7 +116,8 @@ impl Provider {
             "erigon_http_addr": "127.0.0.1",
             "erigon_http_port": provider.http_port,
             "port_base": provider.port_base,
-            "bcrypt_cost": 4,
+            // Apache's htpasswd -vb verifies {SHA} and bcrypt, not {SSHA}.
+            "password_hash": "sha",
             "ready_timeout_secs": 20,
         });
         if let (Some(base), Some(extra)) = (config.as_object_mut(), overrides.as_object()) {

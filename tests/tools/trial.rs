@@ -82,7 +82,7 @@ async fn trial() -> Result<(), String> {
     let timeout = if real { 600 } else { 30 };
     let provider = common::Provider::with_runtime(
         plugin.join("ya-runtime-erigon"),
-        json!({"ready_timeout_secs": timeout, "bcrypt_cost": 5}),
+        json!({"ready_timeout_secs": timeout, "password_hash": "ssha"}),
     );
     say(&format!("provider HOME {}", provider.root.path().display()));
     let work = provider.workdir("trial-activity");
