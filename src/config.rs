@@ -241,6 +241,16 @@ impl RawConfig {
         };
         absolute("data_dir", &self.data_dir)?;
         absolute("passwd_file_path", Path::new(&self.passwd_file_path))?;
+        let unsafe_char = self
+            .passwd_file_path
+            .replace("{network}", "")
+            .chars()
+            .find(|c| c.is_control() || "\"\\$;{}".contains(*c));
+        if let Some(c) = unsafe_char {
+            return Err(format!(
+                "key `passwd_file_path`: {c:?} is not accepted in a path nginx reads; the only placeholder is {{network}}"
+            ));
+        }
         if Path::new(&self.passwd_file_path).file_name().is_none()
             || self.passwd_file_path.ends_with('/')
         {
@@ -472,6 +482,14 @@ mod tests {
                 "key `data_dir`: \"data\" is a relative path",
             ),
             (json!({"passwd_file_path": "x"}), "key `passwd_file_path`"),
+            (
+                json!({"passwd_file_path": "/a/$x;"}),
+                "'$' is not accepted in a path nginx reads",
+            ),
+            (
+                json!({"passwd_file_path": "/a/{user}"}),
+                "'{' is not accepted",
+            ),
             (json!({"public_addr": "ftp://x"}), "key `public_addr`"),
             (
                 json!({"erigon_http_addr": "localhost"}),

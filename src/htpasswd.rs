@@ -59,6 +59,15 @@ impl HtpasswdFile {
         Ok(removed)
     }
 
+    /// Creates the file empty if it is missing: nginx answers 403 instead of 401 for
+    /// credentials checked against a file that does not exist.
+    pub fn ensure_exists(&self) -> Result<(), String> {
+        if self.path.exists() {
+            return Ok(());
+        }
+        self.update(|_| Ok(()))
+    }
+
     /// Whether `user` has an entry now (read without the lock: renames are atomic).
     pub fn contains(&self, user: &str) -> Result<bool, String> {
         Ok(read_lines(&self.path)?
@@ -96,8 +105,14 @@ impl HtpasswdFile {
         }
         let file = tmp.as_file_mut();
         // Keep what the operator set up for nginx: the group that may read, and the mode.
+        // In a setgid folder (the recommended set-up) the new file has the group already,
+        // and a provider user outside nginx's group could not set it.
         let mode = old.as_ref().map_or(NEW_FILE_MODE, |m| m.mode() & 0o7777);
-        if let Some(meta) = &old {
+        let new_gid = file
+            .metadata()
+            .map_err(|e| format!("password file {shown}: {e}"))?
+            .gid();
+        if let Some(meta) = old.as_ref().filter(|m| m.gid() != new_gid) {
             nix::unistd::fchown(
                 std::os::fd::AsRawFd::as_raw_fd(file),
                 None,

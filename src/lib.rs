@@ -10,6 +10,7 @@ pub mod htpasswd;
 pub mod logging;
 pub mod netlock;
 pub mod network;
+pub mod nginx;
 pub mod node;
 pub mod request;
 pub mod runtime;

@@ -410,14 +410,18 @@ pub const ERIGON_FLAGS: [&str; 11] = [
     "--sentinel.port",
 ];
 
-/// Flags the runtime sets on rpcdaemon.
-pub const RPCDAEMON_FLAGS: [&str; 6] = [
+/// Flags the runtime sets on rpcdaemon. `--ws` serves WebSocket upgrades on the HTTP
+/// port; `--ws.port` set to the same port stops newer rpcdaemons from opening a second,
+/// WebSocket-only listener on 8546, which would collide between networks.
+pub const RPCDAEMON_FLAGS: [&str; 8] = [
     "--datadir",
     "--private.api.addr",
     "--http.addr",
     "--http.port",
     "--http.api",
     "--http.vhosts",
+    "--ws",
+    "--ws.port",
 ];
 
 fn erigon_args(config: &Config, network: &Network, datadir: &Path, p: &Ports) -> Vec<String> {
@@ -445,6 +449,8 @@ fn rpcdaemon_args(config: &Config, datadir: &Path, p: &Ports) -> Vec<String> {
         p.http.to_string(),
         config.http_api.join(","),
         config.http_vhosts.join(","),
+        "true".to_string(),
+        p.http.to_string(),
     ];
     with_flags(&RPCDAEMON_FLAGS, values, &config.rpcdaemon_args)
 }

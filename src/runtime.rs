@@ -198,6 +198,7 @@ impl Runtime for ErigonRuntime {
         let config = self.config();
         async move {
             let config = config?;
+            prepare_dirs(&config).map_err(Error::from_string)?;
             for (path, key) in [
                 (&config.erigon_path, "erigon_path"),
                 (&config.rpcdaemon_path, "rpcdaemon_path"),
@@ -361,12 +362,15 @@ fn stop_on_signals(shared: Rc<RefCell<Shared>>) {
     });
 }
 
-/// Deploy: every accepted network's folders, so a problem shows before any start.
+/// Deploy (and `test`): every accepted network's folders and password file, and the
+/// nginx routes, so a problem shows before any start.
 fn prepare_dirs(config: &Config) -> Result<(), String> {
-    config
-        .networks
-        .all()
-        .try_for_each(|network| prepare_network_dirs(config, &network))
+    for network in config.networks.all() {
+        prepare_network_dirs(config, &network)?;
+        HtpasswdFile::new(config.passwd_file(&network)).ensure_exists()?;
+    }
+    crate::nginx::write_routes(config)?;
+    Ok(())
 }
 
 /// The datadir, the log folder and a writable folder for the password file.

@@ -94,6 +94,8 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
             format!("--http.port={http}"),
             "--http.api=eth,erigon,web3,net,debug,trace,txpool".into(),
             "--http.vhosts=localhost".into(),
+            "--ws=true".into(),
+            format!("--ws.port={http}"),
         ]
     );
     let env: Vec<&String> = erigon["env"].as_object().unwrap().keys().collect();

@@ -1,10 +1,13 @@
 //! Stand-in `rpcdaemon` (see common.rs). Like the real one it exits 0 when erigon has
 //! not written its salt files yet, dials erigon's private API, checks the Host header
-//! against `--http.vhosts`, and answers JSON-RPC over HTTP POST on the port it is given.
+//! of plain HTTP requests against `--http.vhosts`, refuses bodies that are not JSON
+//! (415), and answers JSON-RPC over HTTP POST and over WebSocket (`--ws`) on the one
+//! port it is given.
 
 #[path = "common.rs"]
 mod common;
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,8 @@ const FLAGS: &[&str] = &[
     "--http.port",
     "--http.api",
     "--http.vhosts",
+    "--ws",
+    "--ws.port",
 ];
 
 fn main() {
@@ -57,6 +62,9 @@ fn main() {
         .map(String::from)
         .collect();
     let addr = format!("{}:{}", flags["--http.addr"], port(&flags, "--http.port"));
+    if flags["--ws"] != "true" || port(&flags, "--ws.port") != port(&flags, "--http.port") {
+        fail("stand-in rpcdaemon expects --ws=true and --ws.port equal to --http.port (one listener)");
+    }
     schedule_exit(&behaviour);
     if !behaviour.flag("never_ready") {
         let server = tiny_http::Server::http(&addr)
@@ -76,6 +84,10 @@ fn main() {
 }
 
 fn answer(mut request: tiny_http::Request, chain_id: u64, apis: &[String], vhosts: &[String]) {
+    if let Some(key) = websocket_key(&request) {
+        // Upgrades skip the vhosts check, as in rpcdaemon's handler.
+        return serve_websocket(request, &key, chain_id, apis);
+    }
     let host = request
         .headers()
         .iter()
@@ -91,6 +103,20 @@ fn answer(mut request: tiny_http::Request, chain_id: u64, apis: &[String], vhost
     if *request.method() != tiny_http::Method::Post {
         let _ = request.respond(
             tiny_http::Response::from_string("method not allowed\n").with_status_code(405),
+        );
+        return;
+    }
+    let json_body = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+        .is_some_and(|h| h.value.as_str().starts_with("application/json"));
+    if !json_body {
+        let _ = request.respond(
+            tiny_http::Response::from_string(
+                "invalid content type, only application/json is supported\n",
+            )
+            .with_status_code(415),
         );
         return;
     }
@@ -147,4 +173,118 @@ fn host_allowed(host: &str, vhosts: &[String]) -> bool {
         || vhosts
             .iter()
             .any(|v| v == "*" || v.eq_ignore_ascii_case(name))
+}
+
+fn websocket_key(request: &tiny_http::Request) -> Option<String> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.to_string().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().to_ascii_lowercase())
+    };
+    let upgrade = header("Upgrade")? == "websocket";
+    let connection = header("Connection")?.contains("upgrade");
+    let key = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Sec-WebSocket-Key"))?
+        .value
+        .as_str()
+        .to_string();
+    (upgrade && connection).then_some(key)
+}
+
+/// RFC 6455, enough for JSON-RPC: text frames in, text frames out, ping, close.
+fn serve_websocket(request: tiny_http::Request, key: &str, chain_id: u64, apis: &[String]) {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut digest = sha1::Sha1::new();
+    digest.update(key.as_bytes());
+    digest.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(digest.finalize());
+    let mut response = tiny_http::Response::new_empty(tiny_http::StatusCode(101));
+    for header in [
+        "Upgrade: websocket".to_string(),
+        "Connection: Upgrade".to_string(),
+        format!("Sec-WebSocket-Accept: {accept}"),
+    ] {
+        if let Ok(h) = header.parse::<tiny_http::Header>() {
+            response = response.with_header(h);
+        }
+    }
+    let mut stream = request.upgrade("websocket", response);
+    let apis = apis.to_vec();
+    std::thread::spawn(move || {
+        while let Some((opcode, payload)) = read_frame(&mut stream) {
+            let reply = match opcode {
+                0x1 => {
+                    let call: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+                    (
+                        0x1,
+                        reply_to(&call, chain_id, &apis).to_string().into_bytes(),
+                    )
+                }
+                0x9 => (0xA, payload),
+                0x8 => {
+                    let _ = write_frame(&mut stream, 0x8, &payload);
+                    return;
+                }
+                _ => continue,
+            };
+            if write_frame(&mut stream, reply.0, &reply.1).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn read_frame(stream: &mut impl Read) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).ok()?;
+    let opcode = head[0] & 0x0f;
+    let masked = head[1] & 0x80 != 0;
+    let mut len = u64::from(head[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        stream.read_exact(&mut b).ok()?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        stream.read_exact(&mut b).ok()?;
+        len = u64::from_be_bytes(b);
+    }
+    if len > 32 * 1024 * 1024 {
+        return None;
+    }
+    let mut mask = [0u8; 4];
+    if masked {
+        stream.read_exact(&mut mask).ok()?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).ok()?;
+    if masked {
+        for (i, byte) in payload.iter_mut().enumerate() {
+            *byte ^= mask[i % 4];
+        }
+    }
+    Some((opcode, payload))
+}
+
+fn write_frame(stream: &mut impl Write, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(n as u8),
+        n if n <= 0xffff => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame)?;
+    stream.flush()
 }
