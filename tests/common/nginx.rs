@@ -1,0 +1,222 @@
+//! The real nginx (Debian's nginx-light) with the site configuration from `conf/nginx/`,
+//! on a loopback port with a private prefix, stopped when dropped.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Provider;
+
+pub struct Nginx {
+    pub port: u16,
+    pub prefix: PathBuf,
+    child: Child,
+}
+
+pub fn nginx_bin() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("nginx is needed; install it: apt-get install -y nginx-light"))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The TLS variant's certificate: self-signed for 127.0.0.1, made with openssl.
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Nginx {
+    /// Lays out what a provider's set-up does for nginx (see `prepare_auth_dir`), renders
+    /// the shipped site, and starts nginx in the foreground. Call after `deploy`, which
+    /// writes the routes file the site includes.
+    pub fn start_on(provider: &Provider, tls: Option<&Tls>, port: u16) -> Self {
+        let prefix = provider.root.path().join("nginx");
+        for dir in ["logs", "tmp", "conf"] {
+            std::fs::create_dir_all(prefix.join(dir)).unwrap();
+        }
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/nginx");
+        let locations = prefix.join("conf/ya-runtime-erigon-locations.conf");
+        std::fs::copy(conf.join("ya-runtime-erigon-locations.conf"), &locations).unwrap();
+        let template = if tls.is_some() {
+            "ya-runtime-erigon-tls.conf"
+        } else {
+            "ya-runtime-erigon.conf"
+        };
+        let mut site = std::fs::read_to_string(conf.join(template))
+            .unwrap()
+            .replace(
+                "@ROUTES@",
+                &provider
+                    .data_dir
+                    .join("nginx/routes.conf")
+                    .display()
+                    .to_string(),
+            )
+            .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
+            .replace("@HTTP_LISTEN@", &format!("127.0.0.1:{}", free_port()))
+            .replace("@SERVER_NAME@", "localhost")
+            .replace("@LOCATIONS@", &locations.display().to_string());
+        if let Some(tls) = tls {
+            site = site
+                .replace("@CERT@", &tls.cert.display().to_string())
+                .replace("@KEY@", &tls.key.display().to_string());
+        }
+        for placeholder in [
+            "@ROUTES@",
+            "@LISTEN@",
+            "@HTTP_LISTEN@",
+            "@SERVER_NAME@",
+            "@LOCATIONS@",
+            "@CERT@",
+            "@KEY@",
+        ] {
+            assert!(!site.contains(placeholder), "{placeholder} left in {site}");
+        }
+        std::fs::write(prefix.join("conf/site.conf"), site).unwrap();
+        let tmp = prefix.join("tmp").display().to_string();
+        let main = format!(
+            "{user}worker_processes 1;\n\
+             pid {p}/nginx.pid;\n\
+             error_log {p}/logs/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+               access_log {p}/logs/access.log;\n\
+               client_body_temp_path {tmp}/body;\n\
+               proxy_temp_path {tmp}/proxy;\n\
+               fastcgi_temp_path {tmp}/fastcgi;\n\
+               uwsgi_temp_path {tmp}/uwsgi;\n\
+               scgi_temp_path {tmp}/scgi;\n\
+               include {p}/conf/site.conf;\n\
+             }}\n",
+            user = if is_root() { "user www-data;\n" } else { "" },
+            p = prefix.display(),
+        );
+        std::fs::write(prefix.join("conf/nginx.conf"), main).unwrap();
+        if is_root() {
+            chown_tree_group(&prefix.join("tmp"), "www-data");
+            let _ = Command::new("chown")
+                .args(["-R", "www-data"])
+                .arg(prefix.join("tmp"))
+                .status();
+        }
+        let child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("conf/nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            // Workers inherit stdio; a pipe here would keep the test runner waiting.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = Self {
+            port,
+            prefix,
+            child,
+        };
+        nginx.wait_listening();
+        nginx
+    }
+
+    /// nginx offers no readiness signal in the foreground; poll its port, bounded.
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nginx exited with {status}: {}", self.error_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM is nginx's fast shutdown: the master stops its workers, then exits.
+    /// (SIGKILL would orphan the workers.)
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// What the provider set-up does for the password folder: owned by the provider, group
+/// of nginx's workers, setgid so every file created in it inherits that group, and no
+/// access for anyone else. The HOME above it lets others traverse but not list.
+pub fn prepare_auth_dir(provider: &Provider) {
+    let auth = provider.root.path().join("auth");
+    std::fs::create_dir_all(&auth).unwrap();
+    std::fs::set_permissions(provider.root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    if is_root() {
+        chown_tree_group(&auth, "www-data");
+    }
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o2750)).unwrap();
+}
+
+fn chown_tree_group(path: &Path, group: &str) {
+    let status = Command::new("chgrp")
+        .args(["-R", group])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chgrp {group} {}", path.display());
+}
+
+impl Tls {
+    pub fn self_signed(dir: &Path) -> Self {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("openssl is needed ({e}); install it: apt-get install -y openssl")
+            });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { cert, key }
+    }
+}
