@@ -283,3 +283,41 @@ async fn the_tls_variant_serves_the_same_routes() {
     activity.shutdown().await;
     assert_eq!(curl(&format!("{user}:{password}")), "401 2");
 }
+
+#[tokio::test]
+async fn a_real_json_rpc_client_library_calls_through_nginx() {
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools");
+    assert!(
+        tools.join("node_modules/ethers").is_dir(),
+        "ethers is not installed: run `npm ci --prefix tests/tools` (.ci/test does)"
+    );
+    let (provider, _nginx) = provider_behind_nginx(json!({}));
+    let activity = provider.start_on("a", "dev").await;
+    let status = activity.ready_status().await;
+    let url = status["url"].as_str().unwrap().to_string();
+    let (user, password) = creds(&status);
+    let ethers = |password: &str| {
+        std::process::Command::new("node")
+            .arg(tools.join("ethers-call.mjs"))
+            .args([&url, &user, password, "1337"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("node is needed ({e}); install it: apt-get install -y nodejs npm")
+            })
+    };
+    let ok = ethers(&password);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(reply, json!({"chainId": "0x539", "blockNumber": 16}));
+    let refused = ethers("wrong-password-000");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401 Unauthorized"),
+        "{refused:?}"
+    );
+    activity.shutdown().await;
+}
