@@ -55,15 +55,26 @@ fn provider_behind_nginx(overrides: Value) -> (Provider, Nginx) {
         c.extend(o.clone());
     }
     let provider = Provider::new(config);
-    prepare_auth_dir(&provider);
+    prepare_auth_dir(provider.root.path());
     let deploy = provider.deploy(&provider.workdir("deploy"));
     assert!(
         deploy.status.success(),
         "{}",
         String::from_utf8_lossy(&deploy.stderr)
     );
-    let nginx = Nginx::start_on(&provider, None, port);
+    let nginx = start_nginx(&provider, None, port);
     (provider, nginx)
+}
+
+fn start_nginx(provider: &Provider, tls: Option<&Tls>, port: u16) -> Nginx {
+    Nginx::start(
+        &provider.root.path().join("nginx"),
+        &provider.data_dir.join("nginx/routes.conf"),
+        port,
+        tls,
+        "",
+        false,
+    )
 }
 
 #[tokio::test]
@@ -247,13 +258,13 @@ async fn websocket_upgrades_pass_through_with_credentials_only() {
 #[tokio::test]
 async fn the_tls_variant_serves_the_same_routes() {
     let provider = Provider::new(json!({}));
-    prepare_auth_dir(&provider);
+    prepare_auth_dir(provider.root.path());
     assert!(provider
         .deploy(&provider.workdir("deploy"))
         .status
         .success());
     let tls = Tls::self_signed(provider.root.path());
-    let nginx = Nginx::start_on(&provider, Some(&tls), common::nginx::free_port());
+    let nginx = start_nginx(&provider, Some(&tls), common::nginx::free_port());
     let activity = provider.start_on("a", "dev").await;
     let (user, password) = creds(&activity.ready_status().await);
     let curl = |auth: &str| {

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Provider;
-
 pub struct Nginx {
     pub port: u16,
     pub prefix: PathBuf,
@@ -41,17 +39,31 @@ pub struct Tls {
 }
 
 impl Nginx {
-    /// Lays out what a provider's set-up does for nginx (see `prepare_auth_dir`), renders
-    /// the shipped site, and starts nginx in the foreground. Call after `deploy`, which
-    /// writes the routes file the site includes.
-    pub fn start_on(provider: &Provider, tls: Option<&Tls>, port: u16) -> Self {
-        let prefix = provider.root.path().join("nginx");
+    /// Renders the shipped site around `routes` (the file the runtime writes on deploy)
+    /// and starts nginx in the foreground under `prefix`, with one worker. `extra_http`
+    /// goes into the http {} block; `no_auth` turns auth_basic off (a benchmark baseline).
+    pub fn start(
+        prefix: &Path,
+        routes: &Path,
+        port: u16,
+        tls: Option<&Tls>,
+        extra_http: &str,
+        no_auth: bool,
+    ) -> Self {
+        let prefix = prefix.to_path_buf();
         for dir in ["logs", "tmp", "conf"] {
             std::fs::create_dir_all(prefix.join(dir)).unwrap();
         }
         let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/nginx");
         let locations = prefix.join("conf/ya-runtime-erigon-locations.conf");
-        std::fs::copy(conf.join("ya-runtime-erigon-locations.conf"), &locations).unwrap();
+        let mut shipped =
+            std::fs::read_to_string(conf.join("ya-runtime-erigon-locations.conf")).unwrap();
+        if no_auth {
+            let auth = "auth_basic \"ya-runtime-erigon\";";
+            assert!(shipped.contains(auth));
+            shipped = shipped.replace(auth, "auth_basic off;");
+        }
+        std::fs::write(&locations, shipped).unwrap();
         let template = if tls.is_some() {
             "ya-runtime-erigon-tls.conf"
         } else {
@@ -59,14 +71,7 @@ impl Nginx {
         };
         let mut site = std::fs::read_to_string(conf.join(template))
             .unwrap()
-            .replace(
-                "@ROUTES@",
-                &provider
-                    .data_dir
-                    .join("nginx/routes.conf")
-                    .display()
-                    .to_string(),
-            )
+            .replace("@ROUTES@", &routes.display().to_string())
             .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
             .replace("@HTTP_LISTEN@", &format!("127.0.0.1:{}", free_port()))
             .replace("@SERVER_NAME@", "localhost")
@@ -102,6 +107,7 @@ impl Nginx {
                uwsgi_temp_path {tmp}/uwsgi;\n\
                scgi_temp_path {tmp}/scgi;\n\
                include {p}/conf/site.conf;\n\
+               {extra_http}\n\
              }}\n",
             user = if is_root() { "user www-data;\n" } else { "" },
             p = prefix.display(),
@@ -150,6 +156,16 @@ impl Nginx {
         }
     }
 
+    /// The master and its worker processes.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
@@ -172,10 +188,10 @@ impl Drop for Nginx {
 /// What the provider set-up does for the password folder: owned by the provider, group
 /// of nginx's workers, setgid so every file created in it inherits that group, and no
 /// access for anyone else. The HOME above it lets others traverse but not list.
-pub fn prepare_auth_dir(provider: &Provider) {
-    let auth = provider.root.path().join("auth");
+pub fn prepare_auth_dir(root: &Path) {
+    let auth = root.join("auth");
     std::fs::create_dir_all(&auth).unwrap();
-    std::fs::set_permissions(provider.root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).unwrap();
     if is_root() {
         chown_tree_group(&auth, "www-data");
     }
