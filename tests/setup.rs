@@ -1,0 +1,232 @@
+//! conf/setup-provider against a temporary HOME and prefix: a first run installs, a
+//! second changes nothing, an operator's edit is kept, a dry run changes nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::nginx::{is_root, nginx_bin};
+use common::plugin_dir;
+use serde_json::Value;
+
+struct Host {
+    root: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Self {
+        Self {
+            root: tempfile::Builder::new()
+                .prefix("yre-setup-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+    fn home(&self) -> PathBuf {
+        self.root.path().join("home")
+    }
+    fn prefix(&self) -> PathBuf {
+        self.root.path().join("prefix")
+    }
+    fn setup(&self, extra: &[&str]) -> Output {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        let group = if is_root() {
+            "www-data".to_string()
+        } else {
+            nix::unistd::Group::from_gid(nix::unistd::getegid())
+                .unwrap()
+                .unwrap()
+                .name
+        };
+        std::fs::create_dir_all(self.home()).unwrap();
+        let plugin = plugin_dir();
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/setup-provider"))
+            .args([
+                "--user",
+                &user,
+                "--nginx-group",
+                &group,
+                "--server-name",
+                "rpc.example.test",
+            ])
+            .args(["--public-addr", "https://rpc.example.test"])
+            .arg("--home")
+            .arg(self.home())
+            .arg("--prefix")
+            .arg(self.prefix())
+            .arg("--runtime")
+            .arg(plugin.join("ya-runtime-erigon"))
+            .arg("--erigon")
+            .arg(plugin.join("erigon"))
+            .arg("--rpcdaemon")
+            .arg(plugin.join("rpcdaemon"))
+            .args(extra)
+            .env_remove("XDG_DATA_HOME")
+            .output()
+            .unwrap()
+    }
+    fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut files = Vec::new();
+        let mut stack = vec![self.root.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    stack.push(path.clone());
+                }
+                let body = if meta.is_file() {
+                    std::fs::read(&path).unwrap()
+                } else {
+                    vec![]
+                };
+                files.push((path, body, meta.mode()));
+            }
+        }
+        files.sort();
+        files
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn installs_once_then_changes_nothing_and_keeps_edits() {
+    let host = Host::new();
+    let first = host.setup(&[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let log = text(&first);
+    assert!(log.contains("ya-runtime-erigon test passed"), "{log}");
+
+    let plugins = host.home().join(".local/lib/yagna/plugins");
+    let descriptor: Value =
+        serde_json::from_slice(&std::fs::read(plugins.join("ya-runtime-erigon.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        descriptor[0]["runtime-path"],
+        "ya-runtime-erigon/ya-runtime-erigon"
+    );
+    for bin in ["ya-runtime-erigon", "erigon", "rpcdaemon"] {
+        assert!(
+            plugins.join("ya-runtime-erigon").join(bin).is_file(),
+            "{bin}"
+        );
+    }
+    let presets: Value = serde_json::from_slice(
+        &std::fs::read(host.home().join(".local/share/ya-provider/presets.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(presets["active"], serde_json::json!(["erigon"]));
+    let config_path = host
+        .home()
+        .join(".local/share/ya-runtime-erigon/ya-runtime-erigon.json");
+    let config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(config["public_addr"], "https://rpc.example.test");
+    let auth = host.prefix().join("etc/nginx/ya-runtime-erigon");
+    assert_eq!(
+        config["passwd_file_path"],
+        format!("{}/{{network}}.htpasswd", auth.display())
+    );
+
+    // The password folder: setgid, group nginx's, closed to others; `test` made the files.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&auth).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o2750);
+    let sepolia = std::fs::metadata(auth.join("sepolia.htpasswd")).unwrap();
+    assert_eq!(sepolia.mode() & 0o777, 0o640);
+    assert_eq!(sepolia.gid(), meta.gid(), "inherits the folder's group");
+    let routes = host
+        .prefix()
+        .join("var/lib/ya-runtime-erigon/nginx/routes.conf");
+    assert!(std::fs::read_to_string(&routes)
+        .unwrap()
+        .contains("upstream erigon_sepolia"));
+
+    // The installed site is valid for the real nginx.
+    let site = host
+        .prefix()
+        .join("etc/nginx/sites-enabled/ya-runtime-erigon.conf");
+    let main = host.root.path().join("nginx-test.conf");
+    std::fs::write(
+        &main,
+        format!(
+            "pid {0}/t.pid; error_log {0}/t.log; events {{}} http {{ include {1}; }}\n",
+            host.root.path().display(),
+            site.display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new(nginx_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&main)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+
+    // A second run changes nothing at all.
+    let before = host.snapshot();
+    let second = host.setup(&[]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("0 change(s) made"),
+        "{}",
+        text(&second)
+    );
+    assert!(!text(&second).contains("installed "), "{}", text(&second));
+    assert_eq!(before, host.snapshot(), "the second run changed files");
+
+    // An operator's edit is kept, and the new version is put beside it.
+    let edited = std::fs::read_to_string(&config_path).unwrap().replace(
+        "\"password_default_length\": 24",
+        "\"password_default_length\": 32",
+    );
+    std::fs::write(&config_path, &edited).unwrap();
+    let third = host.setup(&[]);
+    assert!(third.status.success(), "{}", text(&third));
+    assert!(
+        text(&third).contains(&format!("KEPT       {}", config_path.display())),
+        "{}",
+        text(&third)
+    );
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), edited);
+    assert!(config_path.with_extension("json.new").is_file());
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let out = host.setup(&["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("would be made; nothing was changed"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("installed "),
+        "it says what it would install"
+    );
+    // Only the (empty) home the harness created exists.
+    let after: Vec<_> = host.snapshot().into_iter().map(|(p, _, _)| p).collect();
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .chain([host.home()])
+            .collect::<Vec<_>>()
+    );
+}
