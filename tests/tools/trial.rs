@@ -1,6 +1,6 @@
 //! The local trial: builds nothing itself (`.ci/trial` builds first), then plays the
-//! ExeUnit for one full session against the built runtime and prints what a requestor
-//! would get. Real `erigon`/`rpcdaemon` placed next to the built runtime are used;
+//! ExeUnit for one full session against the built runtime, with the real nginx and the
+//! shipped site in front, and prints what a requestor would get. Real `erigon`/`rpcdaemon` placed next to the built runtime are used;
 //! otherwise the test suite's stand-ins, and the trial says which.
 //!
 //! Usage: trial [--network NAME] [--keep-files]
@@ -31,6 +31,26 @@ fn say(line: &str) {
     eprintln!("trial: {line}");
 }
 
+async fn call(
+    url: &str,
+    auth: Option<(&str, &str)>,
+    method: &str,
+) -> Result<(u16, String), String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client
+        .post(url)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}));
+    if let Some((user, password)) = auth {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let code = response.status().as_u16();
+    Ok((code, response.text().await.unwrap_or_default()))
+}
+
 async fn trial() -> Result<(), String> {
     let mut network = "dev".to_string();
     let mut keep_files = false;
@@ -46,11 +66,11 @@ async fn trial() -> Result<(), String> {
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
-    let slot = DEFAULT_NETWORKS
-        .iter()
-        .find(|(name, _)| *name == network)
-        .map(|(_, slot)| *slot)
-        .ok_or_else(|| format!("network {network:?} is not in the default configuration"))?;
+    if !DEFAULT_NETWORKS.iter().any(|(name, _)| *name == network) {
+        return Err(format!(
+            "network {network:?} is not in the default configuration"
+        ));
+    }
 
     let me = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
     let profile = me
@@ -80,11 +100,17 @@ async fn trial() -> Result<(), String> {
     };
     let plugin = common::assemble_plugin_dir(&runtime, &node_dir, &profile.join("trial"))?;
     let timeout = if real { 600 } else { 30 };
+    let nginx_port = common::nginx::free_port();
     let provider = common::Provider::with_runtime(
         plugin.join("ya-runtime-erigon"),
-        json!({"ready_timeout_secs": timeout, "password_hash": "ssha"}),
+        json!({
+            "ready_timeout_secs": timeout,
+            "password_hash": "ssha",
+            "public_addr": format!("http://127.0.0.1:{nginx_port}"),
+        }),
     );
     say(&format!("provider HOME {}", provider.root.path().display()));
+    common::nginx::prepare_auth_dir(provider.root.path());
     let work = provider.workdir("trial-activity");
 
     say("1/5 deploy: ya-runtime-erigon --workdir W deploy --");
@@ -98,6 +124,18 @@ async fn trial() -> Result<(), String> {
     say(&format!(
         "    deploy answered {}",
         String::from_utf8_lossy(&deploy.stdout).trim()
+    ));
+
+    let nginx = common::nginx::Nginx::start(
+        &provider.root.path().join("nginx"),
+        &provider.data_dir.join("nginx/routes.conf"),
+        nginx_port,
+        None,
+        "",
+        false,
+    );
+    say(&format!(
+        "    nginx (conf/nginx/ya-runtime-erigon.conf) listens on 127.0.0.1:{nginx_port}"
     ));
 
     let arg = format!(r#"{{"network": "{network}"}}"#);
@@ -128,20 +166,28 @@ async fn trial() -> Result<(), String> {
         ));
     }
 
-    let node = format!("http://127.0.0.1:{}/", provider.http_port + slot);
-    say(&format!(
-        "4/5 JSON-RPC straight to the node at {node} (through nginx with the credentials once the nginx front end lands)"
-    ));
-    for method in ["eth_chainId", "eth_blockNumber", "web3_clientVersion"] {
-        let reply = common::json_rpc(&node, method).await;
-        say(&format!("    {method} -> {reply}"));
-    }
-
-    say("5/5 Shutdown (the ExeUnit allows 5 s, then SIGKILLs the runtime)");
+    let url = status["url"].as_str().unwrap_or_default().to_string();
     let user = status["auth"]["user"]
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let password = status["auth"]["password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    say(&format!(
+        "4/5 JSON-RPC through nginx at {url}, as the requestor's user would call it"
+    ));
+    for method in ["eth_chainId", "eth_blockNumber", "web3_clientVersion"] {
+        let (code, reply) = call(&url, Some((&user, &password)), method).await?;
+        say(&format!(
+            "    with the credentials: {method} -> HTTP {code} {reply}"
+        ));
+    }
+    let (code, _) = call(&url, None, "eth_chainId").await?;
+    say(&format!("    without credentials: HTTP {code}"));
+
+    say("5/5 Shutdown (the ExeUnit allows 5 s, then SIGKILLs the runtime)");
     let took = activity.shutdown().await;
     say(&format!("    Shutdown answered in {} ms", took.as_millis()));
     let left = provider.entries(&network);
@@ -151,9 +197,16 @@ async fn trial() -> Result<(), String> {
     {
         return Err(format!("{user} is still in the password file after stop"));
     }
+    let (code, _) = call(&url, Some((&user, &password)), "eth_chainId").await?;
+    if code != 401 {
+        return Err(format!(
+            "after stop nginx answered HTTP {code} to the revoked credentials"
+        ));
+    }
     say(&format!(
-        "    credentials of {user} revoked; the password no longer works"
+        "    credentials of {user} revoked: the same call through nginx now gets HTTP {code}"
     ));
+    drop(nginx);
     say(&format!(
         "    runtime log: {}{}",
         work.join("ya-runtime-erigon.log").display(),
