@@ -62,19 +62,8 @@ fn provider_behind_nginx(overrides: Value) -> (Provider, Nginx) {
         "{}",
         String::from_utf8_lossy(&deploy.stderr)
     );
-    let nginx = start_nginx(&provider, None, port);
+    let nginx = provider.nginx(None, port);
     (provider, nginx)
-}
-
-fn start_nginx(provider: &Provider, tls: Option<&Tls>, port: u16) -> Nginx {
-    Nginx::start(
-        &provider.root.path().join("nginx"),
-        &provider.data_dir.join("nginx/routes.conf"),
-        port,
-        tls,
-        "",
-        false,
-    )
 }
 
 #[tokio::test]
@@ -264,7 +253,7 @@ async fn the_tls_variant_serves_the_same_routes() {
         .status
         .success());
     let tls = Tls::self_signed(provider.root.path());
-    let nginx = start_nginx(&provider, Some(&tls), common::nginx::free_port());
+    let nginx = provider.nginx(Some(&tls), common::nginx::free_port());
     let activity = provider.start_on("a", "dev").await;
     let (user, password) = creds(&activity.ready_status().await);
     let curl = |auth: &str| {

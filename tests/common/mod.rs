@@ -216,6 +216,19 @@ impl Provider {
         self.start(&self.workdir(activity), &[&arg]).await
     }
 
+    /// The real nginx with the shipped site, in front of this provider (after deploy,
+    /// which writes the routes file).
+    pub fn nginx(&self, tls: Option<&nginx::Tls>, port: u16) -> nginx::Nginx {
+        nginx::Nginx::start(
+            &self.root.path().join("nginx"),
+            &self.data_dir.join("nginx/routes.conf"),
+            port,
+            tls,
+            "",
+            false,
+        )
+    }
+
     pub fn datadir(&self, network: &str) -> PathBuf {
         self.data_dir.join(network)
     }

@@ -126,14 +126,7 @@ async fn trial() -> Result<(), String> {
         String::from_utf8_lossy(&deploy.stdout).trim()
     ));
 
-    let nginx = common::nginx::Nginx::start(
-        &provider.root.path().join("nginx"),
-        &provider.data_dir.join("nginx/routes.conf"),
-        nginx_port,
-        None,
-        "",
-        false,
-    );
+    let nginx = provider.nginx(None, nginx_port);
     say(&format!(
         "    nginx (conf/nginx/ya-runtime-erigon.conf) listens on 127.0.0.1:{nginx_port}"
     ));
