@@ -13,6 +13,7 @@ use rand::rngs::OsRng;
 use crate::hash::HashScheme;
 use crate::htpasswd::HtpasswdFile;
 use crate::network::Network;
+use crate::owner::Owner;
 
 /// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities (or two
 /// hosts sharing one file) never draw the same name in practice, and `add` refuses the
@@ -58,12 +59,13 @@ impl Credentials {
         network: &Network,
         length: usize,
         scheme: HashScheme,
+        owner: &Owner,
     ) -> Result<Self, String> {
         let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
         let hash = scheme.hash(password.expose())?;
         for _ in 0..3 {
             let user = format!("{network}-{}", random_lower(USER_RANDOM_LEN));
-            if file.add(&user, &hash)? {
+            if file.add(&user, &hash, owner)? {
                 return Ok(Self {
                     user,
                     password,
@@ -139,9 +141,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h");
         let file = HtpasswdFile::new(path.clone());
-        let mut creds =
-            Credentials::issue(file.clone(), &sepolia(), 20, HashScheme::Bcrypt { cost: 4 })
-                .unwrap();
+        let mut creds = Credentials::issue(
+            file.clone(),
+            &sepolia(),
+            20,
+            HashScheme::Bcrypt { cost: 4 },
+            &Owner::current().unwrap(),
+        )
+        .unwrap();
         assert!(creds.user().starts_with("sepolia-"));
         assert_eq!(creds.user().len(), "sepolia-".len() + USER_RANDOM_LEN);
         let pw = creds.password().expose().to_owned();
@@ -164,8 +171,22 @@ mod tests {
     fn dropping_unrevoked_credentials_removes_the_entry() {
         let dir = tempfile::tempdir().unwrap();
         let file = HtpasswdFile::new(dir.path().join("h"));
-        let a = Credentials::issue(file.clone(), &sepolia(), 15, HashScheme::Ssha).unwrap();
-        let b = Credentials::issue(file.clone(), &sepolia(), 15, HashScheme::Ssha).unwrap();
+        let a = Credentials::issue(
+            file.clone(),
+            &sepolia(),
+            15,
+            HashScheme::Ssha,
+            &Owner::current().unwrap(),
+        )
+        .unwrap();
+        let b = Credentials::issue(
+            file.clone(),
+            &sepolia(),
+            15,
+            HashScheme::Ssha,
+            &Owner::current().unwrap(),
+        )
+        .unwrap();
         assert_ne!(a.user(), b.user());
         assert_ne!(a.password().expose(), b.password().expose());
         let b_user = b.user().to_owned();

@@ -12,6 +12,7 @@ pub mod netlock;
 pub mod network;
 pub mod nginx;
 pub mod node;
+pub mod owner;
 pub mod request;
 pub mod runtime;
 pub mod status;

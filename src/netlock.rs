@@ -18,43 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::network::Network;
-
-/// A process named by pid *and* start time, so a recycled pid is not mistaken for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessIdentity {
-    pub pid: u32,
-    /// Clock ticks after boot, field 22 of /proc/<pid>/stat.
-    pub start_ticks: u64,
-}
-
-impl ProcessIdentity {
-    pub fn current() -> Option<Self> {
-        Self::of(std::process::id())
-    }
-
-    pub fn of(pid: u32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may hold spaces and parentheses; fields resume after the last ')'.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let start_ticks = rest.split_whitespace().nth(19)?.parse().ok()?;
-        Some(Self { pid, start_ticks })
-    }
-
-    /// Alive and the same process (not a later one that got the pid). A zombie counts
-    /// as gone: it holds nothing but its exit status.
-    pub fn is_alive(&self) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return false;
-        };
-        let Some(close) = stat.rfind(')') else {
-            return false;
-        };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let state = fields.next();
-        let ticks = fields.nth(18).and_then(|t| t.parse::<u64>().ok());
-        state != Some("Z") && ticks == Some(self.start_ticks)
-    }
-}
+use crate::owner::ProcessIdentity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -199,18 +163,6 @@ mod tests {
             .unwrap();
         let path = dir.path().join("dev.lock");
         (dir, net, path, Instant::now() + Duration::from_secs(60))
-    }
-
-    #[test]
-    fn identity_tells_this_process_from_a_recycled_pid() {
-        let me = ProcessIdentity::current().unwrap();
-        assert!(me.is_alive());
-        let impostor = ProcessIdentity {
-            start_ticks: me.start_ticks + 1,
-            ..me
-        };
-        assert!(!impostor.is_alive());
-        assert!(ProcessIdentity::of(u32::MAX).is_none());
     }
 
     #[tokio::test]

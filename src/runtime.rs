@@ -254,13 +254,20 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
     prepare_network_dirs(config, &network)?;
     let lock_path = NetworkLock::path_for(&config.data_dir, &network);
     let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
+    let owner = crate::owner::Owner::current()?;
+    sweep_dead_credentials(config, &owner);
     let node = Node::start(config, &network, lock.raw_fd(), deadline).await?;
     let ready = async {
         let rpc = JsonRpc::new(config.http_addr, node.ports.http)?;
         let chain_id = health::wait_ready(&rpc, &node, deadline).await?;
         let file = HtpasswdFile::new(config.passwd_file(&network));
-        let credentials =
-            Credentials::issue(file, &network, config.password_length, config.password_hash)?;
+        let credentials = Credentials::issue(
+            file,
+            &network,
+            config.password_length,
+            config.password_hash,
+            &owner,
+        )?;
         Ok::<_, String>((chain_id, credentials))
     };
     let (chain_id, credentials) = match ready.await {
@@ -283,6 +290,29 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
         chain_id,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     })
+}
+
+/// Removes the credentials of runtimes that died without revoking them (SIGKILL, a
+/// crash), from every network's password file. A failure here must not stop a start.
+fn sweep_dead_credentials(config: &Config, here: &crate::owner::Owner) {
+    let mut files: Vec<_> = config
+        .networks
+        .all()
+        .map(|n| config.passwd_file(&n))
+        .collect();
+    files.dedup();
+    for path in files {
+        match HtpasswdFile::new(path.clone()).sweep(here) {
+            Ok(users) if users.is_empty() => {}
+            Ok(users) => log::warn!(
+                "swept {} credential(s) of runtimes that died without stopping from {}: {}",
+                users.len(),
+                path.display(),
+                users.join(", ")
+            ),
+            Err(e) => log::error!("cannot sweep {}: {e}", path.display()),
+        }
+    }
 }
 
 /// A child died while the activity ran: its password stops working now, not at stop.

@@ -493,3 +493,49 @@ async fn sigterm_to_the_runtime_stops_the_node_and_revokes() {
     assert!(!alive(erigon));
     assert!(provider.entries("dev").is_empty());
 }
+
+#[tokio::test]
+async fn the_next_start_sweeps_a_killed_runtimes_credentials_and_keeps_live_ones() {
+    let provider = Provider::new(json!({}));
+    let (killed, live) = tokio::join!(
+        provider.start_on("killed", "dev"),
+        provider.start_on("live", "sepolia")
+    );
+    let killed_user = killed.ready_status().await["auth"]["user"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let live_user = live.ready_status().await["auth"]["user"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    killed.kill().await;
+    assert!(gone_within(erigon, Duration::from_secs(5)).await);
+    assert_eq!(
+        provider.entries("dev").len(),
+        1,
+        "SIGKILL leaves the entry: nobody could revoke it"
+    );
+
+    let next = provider.start_on("next", "hoodi").await;
+    next.ready_status().await;
+    assert!(
+        provider.entries("dev").is_empty(),
+        "{killed_user} swept by the next start"
+    );
+    assert!(
+        provider
+            .entries("sepolia")
+            .iter()
+            .any(|l| l.starts_with(&format!("{live_user}:"))),
+        "a live activity's entry is kept"
+    );
+    let log = std::fs::read_to_string(next.workdir.join("ya-runtime-erigon.log")).unwrap();
+    assert!(
+        log.contains("swept 1 credential(s)") && log.contains(&killed_user),
+        "{log}"
+    );
+    live.shutdown().await;
+    next.shutdown().await;
+}
