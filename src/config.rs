@@ -66,6 +66,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct NetworkEntry {
     slot: u16,
+    /// Erigon's `--chain`, when it differs from the network's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -94,7 +97,15 @@ impl Default for RawConfig {
             rpcdaemon_path: None,
             networks: DEFAULT_NETWORKS
                 .iter()
-                .map(|(name, slot)| (name.to_string(), NetworkEntry { slot: *slot }))
+                .map(|(name, slot)| {
+                    (
+                        name.to_string(),
+                        NetworkEntry {
+                            slot: *slot,
+                            chain: None,
+                        },
+                    )
+                })
                 .collect(),
             default_network: "sepolia".into(),
             password_hash: "ssha".into(),
@@ -279,7 +290,13 @@ impl RawConfig {
             .iter()
             .map(|(name, entry)| (name.clone(), entry.slot))
             .collect();
-        let networks = Networks::new(slots, self.port_base, self.erigon_http_port)?;
+        let chains = self
+            .networks
+            .iter()
+            .filter_map(|(name, entry)| Some((name.clone(), entry.chain.clone()?)))
+            .collect();
+        let networks =
+            Networks::new(slots, self.port_base, self.erigon_http_port)?.with_chains(chains)?;
         let default_network = networks
             .resolve(&self.default_network)
             .map_err(|e| format!("key `default_network`: {e}"))?;
@@ -450,6 +467,17 @@ mod tests {
             cfg.public_url(&sepolia),
             "https://0.erigon.golem.network:8545/sepolia"
         );
+    }
+
+    #[test]
+    fn a_network_may_name_a_different_erigon_chain() {
+        let cfg = load(json!({
+            "networks": {"ethereum": {"slot": 0, "chain": "mainnet"}, "dev": {"slot": 1}},
+            "default_network": "ethereum"
+        }))
+        .unwrap();
+        assert_eq!(cfg.default_network.chain(), "mainnet");
+        assert_eq!(cfg.networks.resolve("dev").unwrap().chain(), "dev");
     }
 
     #[test]

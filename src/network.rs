@@ -42,11 +42,17 @@ const P2P_PORTS: u16 = 5;
 pub struct Network {
     name: String,
     slot: u16,
+    chain: String,
 }
 
 impl Network {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Erigon's `--chain`: the network's name unless the configuration says otherwise.
+    pub fn chain(&self) -> &str {
+        &self.chain
     }
 
     pub fn slot(&self) -> u16 {
@@ -64,6 +70,7 @@ impl fmt::Display for Network {
 #[derive(Clone, Debug)]
 pub struct Networks {
     by_name: BTreeMap<String, u16>,
+    chains: BTreeMap<String, String>,
 }
 
 impl Networks {
@@ -116,16 +123,43 @@ impl Networks {
                 http_range.0, http_range.1, erigon_range.0, erigon_range.1
             ));
         }
-        Ok(Self { by_name: entries })
+        Ok(Self {
+            by_name: entries,
+            chains: BTreeMap::new(),
+        })
+    }
+
+    /// Networks whose Erigon `--chain` differs from their name (`"ethereum"` served by
+    /// `--chain=mainnet`, or a second datadir of one chain).
+    pub fn with_chains(mut self, chains: BTreeMap<String, String>) -> Result<Self, String> {
+        for (name, chain) in &chains {
+            if !is_valid_name(chain) {
+                return Err(format!(
+                    "`networks.{name}.chain`: \"{}\" is not a chain name; accepted: 1 to 32 characters of a-z, 0-9 and '-'",
+                    printable(chain)
+                ));
+            }
+        }
+        self.chains = chains;
+        Ok(self)
+    }
+
+    fn network(&self, name: &str, slot: u16) -> Network {
+        Network {
+            name: name.to_owned(),
+            slot,
+            chain: self
+                .chains
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.to_owned()),
+        }
     }
 
     /// Turns a requested name into a [`Network`], or says why not and what is accepted.
     pub fn resolve(&self, requested: &str) -> Result<Network, String> {
         if let Some(&slot) = self.by_name.get(requested) {
-            return Ok(Network {
-                name: requested.to_owned(),
-                slot,
-            });
+            return Ok(self.network(requested, slot));
         }
         let shown = printable(requested);
         if RETIRED.contains(&requested) {
@@ -146,10 +180,9 @@ impl Networks {
     }
 
     pub fn all(&self) -> impl Iterator<Item = Network> + '_ {
-        self.by_name.iter().map(|(name, &slot)| Network {
-            name: name.clone(),
-            slot,
-        })
+        self.by_name
+            .iter()
+            .map(|(name, &slot)| self.network(name, slot))
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -426,7 +426,7 @@ pub const RPCDAEMON_FLAGS: [&str; 8] = [
 
 fn erigon_args(config: &Config, network: &Network, datadir: &Path, p: &Ports) -> Vec<String> {
     let values = [
-        network.name().to_string(),
+        network.chain().to_string(),
         datadir.display().to_string(),
         "false".to_string(),
         p.p2p.to_string(),

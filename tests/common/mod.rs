@@ -74,21 +74,24 @@ pub fn assemble_plugin_dir(
     Ok(dir)
 }
 
-/// Two free, non-overlapping port ranges: rpcdaemon HTTP ports, then node ports.
-fn port_block() -> (u16, u16) {
+/// Two free, non-overlapping loopback port ranges for `slots` networks: rpcdaemon HTTP
+/// ports first, then the node ports (20 per slot), checked free for TCP and UDP.
+fn port_block(slots: u32) -> (u16, u16) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let http = slots.max(10);
+    let size = http + slots * 20;
     let seed = std::process::id() * 7 + NEXT.fetch_add(1, Ordering::SeqCst) * 13;
     for attempt in 0..300 {
-        let block = 15_000 + ((seed + attempt) % 300) * 160;
-        let free = (block..block + 130).all(|p| {
+        let block = 15_000 + ((seed + attempt) * 160) % (45_000 - size);
+        let free = (block..block + size).all(|p| {
             std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok()
         });
         if free {
-            return (block as u16, block as u16 + 10);
+            return (block as u16, (block + http) as u16);
         }
     }
-    panic!("no free block of 130 loopback ports");
+    panic!("no free block of {size} loopback ports");
 }
 
 /// One provider: a HOME with the runtime's configuration and data.
@@ -110,6 +113,13 @@ impl Provider {
 
     pub fn with_runtime(runtime: PathBuf, overrides: Value) -> Self {
         let provider = Self::bare_with(runtime);
+        provider.configure(overrides);
+        provider
+    }
+
+    /// Writes this provider's paths and ports, plus `overrides`, as its configuration.
+    fn configure(&self, overrides: Value) {
+        let provider = self;
         let mut config = json!({
             "public_addr": "https://rpc.example.test:8545",
             "data_dir": provider.data_dir,
@@ -128,7 +138,6 @@ impl Provider {
             }
         }
         provider.write_config(&serde_json::to_string_pretty(&config).unwrap());
-        provider
     }
 
     /// A provider with no configuration file yet.
@@ -137,11 +146,22 @@ impl Provider {
     }
 
     fn bare_with(runtime: PathBuf) -> Self {
+        Self::bare_with_slots(runtime, 6)
+    }
+
+    /// A provider with ports for `slots` networks (the defaults have 6).
+    pub fn with_slots(slots: u32, overrides: Value) -> Self {
+        let provider = Self::bare_with_slots(plugin_dir().join("ya-runtime-erigon"), slots);
+        provider.configure(overrides);
+        provider
+    }
+
+    fn bare_with_slots(runtime: PathBuf, slots: u32) -> Self {
         let root = tempfile::Builder::new()
             .prefix("yre-")
             .tempdir()
             .expect("temp dir");
-        let (http_port, port_base) = port_block();
+        let (http_port, port_base) = port_block(slots);
         Self {
             runtime,
             data_dir: root.path().join("data"),
@@ -227,6 +247,11 @@ impl Provider {
             "",
             false,
         )
+    }
+
+    /// [`Provider::start_on`] with owned names, for starting many at once.
+    pub async fn start_on_owned(&self, activity: String, network: String) -> Activity {
+        self.start_on(&activity, &network).await
     }
 
     pub fn datadir(&self, network: &str) -> PathBuf {
