@@ -172,7 +172,8 @@ impl Runtime for ErigonRuntime {
         .boxed_local()
     }
 
-    /// Every command prints STATUS; the seed's requestor sends `STATUS`.
+    /// `STATUS` (any case) prints the STATUS line; anything else is refused by name, so
+    /// a requestor's typo is an error it can see rather than an answer it did not ask for.
     fn run_command<'a>(
         &mut self,
         command: RunProcess,
@@ -180,7 +181,15 @@ impl Runtime for ErigonRuntime {
         ctx: &mut Context<Self>,
     ) -> ProcessIdResponse<'a> {
         if command.bin.trim().is_empty() {
-            return Error::response("empty command; send STATUS");
+            log::warn!("RUN refused: empty command");
+            return Error::response("empty command; the only command is STATUS");
+        }
+        if !command.bin.eq_ignore_ascii_case("STATUS") {
+            let shown = printable(&command.bin);
+            log::warn!("RUN refused: unknown command \"{shown}\"");
+            return Error::response(format!(
+                "unknown command \"{shown}\"; the only command is STATUS"
+            ));
         }
         log::info!("RUN {}", printable(&command.bin));
         let shared = self.shared.clone();

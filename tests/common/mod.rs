@@ -359,6 +359,21 @@ impl Activity {
         status
     }
 
+    /// RUN `bin`, expecting the runtime to refuse it; returns the error message.
+    pub async fn refused(&self, bin: &str) -> String {
+        let run = RunProcess {
+            bin: bin.into(),
+            args: vec![bin.into()],
+            ..Default::default()
+        };
+        tokio::time::timeout(Duration::from_secs(5), self.service.run_process(run))
+            .await
+            .expect("RUN answered within 5 s")
+            .err()
+            .unwrap_or_else(|| panic!("RUN {bin:?} was accepted"))
+            .message
+    }
+
     pub async fn run(&self, bin: &str) -> (Value, i32) {
         let run = RunProcess {
             bin: bin.into(),

@@ -1,0 +1,306 @@
+//! Faults and hostile input, made to happen for real against the built binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::nginx::is_root;
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+/// Everything under `root` except the folders the runtime may write to.
+fn tree_outside(root: &Path, allowed: &[PathBuf]) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if allowed.iter().any(|a| path.starts_with(a)) {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path.clone());
+                out.push((path, vec![]));
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn no_node_ran(provider: &Provider) -> bool {
+    ["mainnet", "sepolia", "hoodi", "gnosis", "chiado", "dev"]
+        .iter()
+        .all(|n| {
+            provider.standin(n, "erigon").is_none() && provider.standin(n, "rpcdaemon").is_none()
+        })
+}
+
+#[tokio::test]
+async fn hostile_start_arguments_are_refused_by_name_and_leave_nothing() {
+    let provider = Provider::new(json!({}));
+    assert!(provider
+        .deploy(&provider.workdir("deploy"))
+        .status
+        .success());
+    let before = tree_outside(
+        provider.root.path(),
+        &[provider.data_dir.clone(), provider.root.path().join("work")],
+    );
+    let big = format!(r#"{{"network": "{}"}}"#, "x".repeat(100 * 1024));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![r#"{"network": "#.into()], "is not valid JSON"),
+        (vec!["[1, 2]".into()], "is not a JSON object"),
+        (vec!["\"dev\"".into()], "is not a JSON object"),
+        (vec!["42".into()], "is not a JSON object"),
+        (
+            vec![r#"{"network": 1}"#.into()],
+            "key \"network\" is 1, not a string",
+        ),
+        (vec![r#"{"network": ["dev"]}"#.into()], "not a string"),
+        (vec![r#"{"network": null}"#.into()], "not a string"),
+        (
+            vec![r#"{"network": "polygon"}"#.into()],
+            "network \"polygon\" is not served by this provider; accepted: chiado, dev",
+        ),
+        (
+            vec![r#"{"network": "ropsten"}"#.into()],
+            "network \"ropsten\" is retired",
+        ),
+        (
+            vec![r#"{"network": "goerli"}"#.into()],
+            "network \"goerli\" is retired",
+        ),
+        (
+            vec![r#"{"network": "../../x"}"#.into()],
+            "network \"../../x\" is not served",
+        ),
+        (
+            vec![r#"{"network": "dev/../../etc"}"#.into()],
+            "network \"dev/../../etc\" is not served",
+        ),
+        (
+            vec![r#"{"network": "dev; touch /tmp/yre-pwned"}"#.into()],
+            "network \"dev; touch /tmp/yre-pwned\" is not served",
+        ),
+        (
+            vec![r#"{"network": "$(touch /tmp/yre-pwned)"}"#.into()],
+            "is not served",
+        ),
+        (vec![r#"{"network": "dev\u0000"}"#.into()], "is not served"),
+        (vec![big], "over the 4096-byte limit"),
+        (
+            vec![r#"{"network": "dev", "archive": true}"#.into()],
+            "unknown key \"archive\"",
+        ),
+        (vec!["{}".into(), "{}".into()], "start got 2 arguments"),
+    ];
+    let count = cases.len();
+    for (i, (args, expected)) in cases.into_iter().enumerate() {
+        let work = provider.workdir(&format!("hostile-{i}"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let activity = provider.start(&work, &refs).await;
+        assert!(activity.hello.is_ok(), "case {i}: the runtime answers");
+        let (status, code) = activity.status().await;
+        let reason = status["reason"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            (status["state"].as_str(), code != 0),
+            (Some("failed"), true),
+            "case {i}: {status}"
+        );
+        assert!(
+            reason.contains(expected),
+            "case {i}: {reason:?} lacks {expected:?}"
+        );
+        assert!(
+            reason.len() < 600,
+            "case {i}: the reason is bounded ({} bytes)",
+            reason.len()
+        );
+        activity.shutdown().await;
+        let log = std::fs::read_to_string(work.join("ya-runtime-erigon.log")).unwrap();
+        assert!(!log.contains("panicked"), "case {i}: {log}");
+    }
+    assert!(no_node_ran(&provider), "no process was started");
+    for net in ["mainnet", "sepolia", "hoodi", "gnosis", "chiado", "dev"] {
+        assert!(provider.entries(net).is_empty(), "no credential on {net}");
+    }
+    let after = tree_outside(
+        provider.root.path(),
+        &[provider.data_dir.clone(), provider.root.path().join("work")],
+    );
+    assert_eq!(before, after, "nothing created or changed outside data_dir");
+    assert!(!Path::new("/tmp/yre-pwned").exists());
+    eprintln!("hostile start arguments tried: {count}");
+}
+
+#[tokio::test]
+async fn run_refuses_unknown_and_empty_commands_by_name() {
+    let provider = Provider::new(json!({}));
+    let activity = provider.start_on("a", "dev").await;
+    for (bin, expected) in [
+        ("ls", "unknown command \"ls\"; the only command is STATUS"),
+        ("/bin/sh", "unknown command \"/bin/sh\""),
+        ("STATUS; rm -rf /", "unknown command \"STATUS; rm -rf /\""),
+        ("", "empty command; the only command is STATUS"),
+        ("   ", "empty command"),
+    ] {
+        let message = activity.refused(bin).await;
+        assert!(message.contains(expected), "{bin:?}: {message}");
+    }
+    assert_eq!(
+        activity.run("status").await.0["state"],
+        "ready",
+        "any case of STATUS works"
+    );
+    activity.ready_status().await;
+    activity.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_ignoring_sigint_is_left_running_but_stop_answers_and_revokes() {
+    let provider = Provider::new(json!({}));
+    provider.set_behaviour("dev", json!({"rpcdaemon": {"ignore_sigint": true}}));
+    let activity = provider.start_on("stubborn", "dev").await;
+    let (user, password) = {
+        let s = activity.ready_status().await;
+        (
+            s["auth"]["user"].as_str().unwrap().to_string(),
+            s["auth"]["password"].as_str().unwrap().to_string(),
+        )
+    };
+    let rpcdaemon = provider.standin_pid("dev", "rpcdaemon").unwrap();
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    let took = activity.shutdown().await;
+    assert!(
+        took < Duration::from_secs(4),
+        "Shutdown answered in {took:?}, inside the ExeUnit's window"
+    );
+    assert!(
+        !htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        "revoked"
+    );
+    assert!(!alive(erigon), "erigon stopped cleanly");
+    assert!(alive(rpcdaemon), "the stubborn child was not SIGKILLed");
+    let log = std::fs::read_to_string(provider.workdir("stubborn").join("ya-runtime-erigon.log"))
+        .unwrap();
+    assert!(
+        log.contains(&format!(
+            "rpcdaemon (pid {rpcdaemon}) is still finishing its clean stop"
+        )),
+        "stop reports what it left: {log}"
+    );
+    send(rpcdaemon, Signal::SIGKILL);
+    assert!(gone_within(rpcdaemon, Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_read_only_password_file_fails_the_start_clearly_and_is_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let provider = Provider::new(json!({}));
+    assert!(provider
+        .deploy(&provider.workdir("deploy"))
+        .status
+        .success());
+    let file = provider.passwd_file("dev");
+    std::fs::write(&file, "alice:{PLAIN}x\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let activity = provider.start_on("a", "dev").await;
+    let (status, code) = activity.status().await;
+    assert_ne!(code, 0);
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is read-only (mode 440)") && reason.contains("chmod u+w"),
+        "{reason}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "alice:{PLAIN}x\n");
+    assert!(
+        !alive(provider.standin_pid("dev", "erigon").unwrap()),
+        "the node was stopped"
+    );
+    activity.shutdown().await;
+}
+
+/// A small tmpfs mounted over the password folder, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Self {
+        assert!(
+            is_root(),
+            "mounting a small tmpfs needs root (CI runs as root)"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0750"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_start_clearly_and_leaves_the_file_as_it_was() {
+    let provider = Provider::new(json!({}));
+    let _disk = SmallDisk::mount(&provider.root.path().join("auth"), "64k");
+    assert!(provider
+        .deploy(&provider.workdir("deploy"))
+        .status
+        .success());
+    let file = provider.passwd_file("dev");
+    std::fs::write(&file, "# operator\nalice:{PLAIN}x\n").unwrap();
+    // Fill the disk: write until it refuses.
+    let filler = provider.root.path().join("auth/filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut f, &[0u8; 4096]).is_ok() {}
+    drop(f);
+
+    let activity = provider.start_on("a", "dev").await;
+    let (status, code) = activity.status().await;
+    assert_ne!(code, 0);
+    let reason: &Value = &status["reason"];
+    let reason = reason.as_str().unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert!(reason.contains("password file"), "{reason}");
+    eprintln!("full disk: {reason}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "# operator\nalice:{PLAIN}x\n"
+    );
+    assert!(
+        !alive(provider.standin_pid("dev", "erigon").unwrap()),
+        "the node was stopped"
+    );
+    activity.shutdown().await;
+    let leftovers: Vec<_> = std::fs::read_dir(provider.root.path().join("auth"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".htpasswd."))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temp file left behind: {leftovers:?}"
+    );
+}
