@@ -191,7 +191,8 @@ fn write_lines(path: &Path, lines: &[String], new_mode: u32) -> Result<(), Strin
         .tempfile_in(dir)
         .map_err(|e| format!("password file {shown}: cannot create a temp file: {e}"))?;
     let mut text = lines.join("\n");
-    if !text.is_empty() {
+    // Every line ends in a newline, a blank one too (a file of one blank line is "\n").
+    if !lines.is_empty() {
         text.push('\n');
     }
     let file = tmp.as_file_mut();
@@ -353,6 +354,24 @@ mod tests {
             !owners.contains("\"live\""),
             "remove drops the owner record too"
         );
+    }
+
+    /// Found by the htpasswd fuzz target: a file of one blank line lost it.
+    #[test]
+    fn blank_lines_survive_an_add_and_remove() {
+        for original in ["\n", "\n\n", "\r\n", "a:x\n\n"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("h");
+            std::fs::write(&path, original).unwrap();
+            let file = HtpasswdFile::new(path.clone());
+            assert!(file.add("u", "1", &me()).unwrap());
+            assert_eq!(file.remove("u").unwrap(), 1);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                original,
+                "{original:?}"
+            );
+        }
     }
 
     #[test]
