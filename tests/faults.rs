@@ -304,3 +304,42 @@ async fn a_full_disk_fails_the_start_clearly_and_leaves_the_file_as_it_was() {
         "no temp file left behind: {leftovers:?}"
     );
 }
+
+/// The ExeUnit dying closes the runtime's stdin without a Shutdown: the runtime's state
+/// is dropped on the way out, which revokes, and its children follow it.
+#[tokio::test]
+async fn the_exeunit_vanishing_revokes_and_takes_the_node_down() {
+    use std::process::Stdio;
+    let provider = Provider::new(json!({}));
+    assert!(provider
+        .deploy(&provider.workdir("deploy"))
+        .status
+        .success());
+    let mut cmd = tokio::process::Command::from(provider.command(&provider.workdir("orphaned")));
+    cmd.args(["start", r#"{"network": "dev"}"#])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut runtime = cmd.spawn().unwrap();
+    // No protocol client here: the entry appearing is the sign that start finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while provider.entries("dev").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "start did not issue credentials"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    drop(runtime.stdin.take());
+    let exit = tokio::time::timeout(Duration::from_secs(5), runtime.wait())
+        .await
+        .expect("the runtime exits when its ExeUnit is gone")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    assert!(provider.entries("dev").is_empty(), "revoked on the way out");
+    assert!(
+        gone_within(erigon, Duration::from_secs(5)).await,
+        "the node followed the runtime"
+    );
+}

@@ -110,6 +110,18 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
         std::fs::read_to_string(provider.data_dir.join("logs/dev/erigon.log")).unwrap();
     assert!(erigon_log.contains("stand-in erigon: chain=dev"));
     assert!(erigon_log.contains("this line goes to stderr"));
+    for log in [
+        work.join("ya-runtime-erigon.log"),
+        provider.data_dir.join("logs/dev/erigon.log"),
+    ] {
+        let mode = std::fs::metadata(&log).unwrap().mode() & 0o777;
+        assert_eq!(
+            mode & 0o007,
+            0,
+            "{} is mode {mode:o}: others must not read logs",
+            log.display()
+        );
+    }
     let runtime_log = std::fs::read_to_string(work.join("ya-runtime-erigon.log")).unwrap();
     assert!(runtime_log.contains("dev node ready"), "{runtime_log}");
 
