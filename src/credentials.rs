@@ -167,26 +167,23 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     }
 
+    fn issue(file: &HtpasswdFile) -> Credentials {
+        Credentials::issue(
+            file.clone(),
+            &sepolia(),
+            15,
+            HashScheme::Ssha,
+            &Owner::current().unwrap(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn dropping_unrevoked_credentials_removes_the_entry() {
         let dir = tempfile::tempdir().unwrap();
         let file = HtpasswdFile::new(dir.path().join("h"));
-        let a = Credentials::issue(
-            file.clone(),
-            &sepolia(),
-            15,
-            HashScheme::Ssha,
-            &Owner::current().unwrap(),
-        )
-        .unwrap();
-        let b = Credentials::issue(
-            file.clone(),
-            &sepolia(),
-            15,
-            HashScheme::Ssha,
-            &Owner::current().unwrap(),
-        )
-        .unwrap();
+        let a = issue(&file);
+        let b = issue(&file);
         assert_ne!(a.user(), b.user());
         assert_ne!(a.password().expose(), b.password().expose());
         let b_user = b.user().to_owned();

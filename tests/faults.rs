@@ -43,10 +43,7 @@ fn no_node_ran(provider: &Provider) -> bool {
 #[tokio::test]
 async fn hostile_start_arguments_are_refused_by_name_and_leave_nothing() {
     let provider = Provider::new(json!({}));
-    assert!(provider
-        .deploy(&provider.workdir("deploy"))
-        .status
-        .success());
+    provider.deploy_ok();
     let before = tree_outside(
         provider.root.path(),
         &[provider.data_dir.clone(), provider.root.path().join("work")],
@@ -202,10 +199,7 @@ async fn a_node_ignoring_sigint_is_left_running_but_stop_answers_and_revokes() {
 async fn a_read_only_password_file_fails_the_start_clearly_and_is_left_as_it_was() {
     use std::os::unix::fs::PermissionsExt;
     let provider = Provider::new(json!({}));
-    assert!(provider
-        .deploy(&provider.workdir("deploy"))
-        .status
-        .success());
+    provider.deploy_ok();
     let file = provider.passwd_file("dev");
     std::fs::write(&file, "alice:{PLAIN}x\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
@@ -265,10 +259,7 @@ impl Drop for SmallDisk {
 async fn a_full_disk_fails_the_start_clearly_and_leaves_the_file_as_it_was() {
     let provider = Provider::new(json!({}));
     let _disk = SmallDisk::mount(&provider.root.path().join("auth"), "64k");
-    assert!(provider
-        .deploy(&provider.workdir("deploy"))
-        .status
-        .success());
+    provider.deploy_ok();
     let file = provider.passwd_file("dev");
     std::fs::write(&file, "# operator\nalice:{PLAIN}x\n").unwrap();
     // Fill the disk: write until it refuses.
@@ -311,10 +302,7 @@ async fn a_full_disk_fails_the_start_clearly_and_leaves_the_file_as_it_was() {
 async fn the_exeunit_vanishing_revokes_and_takes_the_node_down() {
     use std::process::Stdio;
     let provider = Provider::new(json!({}));
-    assert!(provider
-        .deploy(&provider.workdir("deploy"))
-        .status
-        .success());
+    provider.deploy_ok();
     let mut cmd = tokio::process::Command::from(provider.command(&provider.workdir("orphaned")));
     cmd.args(["start", r#"{"network": "dev"}"#])
         .stdin(Stdio::piped())

@@ -56,12 +56,7 @@ fn provider_behind_nginx(overrides: Value) -> (Provider, Nginx) {
     }
     let provider = Provider::new(config);
     prepare_auth_dir(provider.root.path());
-    let deploy = provider.deploy(&provider.workdir("deploy"));
-    assert!(
-        deploy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deploy.stderr)
-    );
+    provider.deploy_ok();
     let nginx = provider.nginx(None, port);
     (provider, nginx)
 }
@@ -248,10 +243,7 @@ async fn websocket_upgrades_pass_through_with_credentials_only() {
 async fn the_tls_variant_serves_the_same_routes() {
     let provider = Provider::new(json!({}));
     prepare_auth_dir(provider.root.path());
-    assert!(provider
-        .deploy(&provider.workdir("deploy"))
-        .status
-        .success());
+    provider.deploy_ok();
     let tls = Tls::self_signed(provider.root.path());
     let nginx = provider.nginx(Some(&tls), common::nginx::free_port());
     let activity = provider.start_on("a", "dev").await;

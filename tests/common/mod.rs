@@ -207,6 +207,16 @@ impl Provider {
             .expect("run deploy")
     }
 
+    /// deploy in a work folder of its own, asserting success (showing stderr if not).
+    pub fn deploy_ok(&self) {
+        let out = self.deploy(&self.workdir("deploy"));
+        assert!(
+            out.status.success(),
+            "deploy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Spawns `start` with ya-runtime-api's client and performs the ExeUnit's `hello`,
     /// which the runtime answers once its start is done.
     pub async fn start(&self, workdir: &Path, args: &[&str]) -> Activity {
