@@ -69,6 +69,9 @@ struct NetworkEntry {
     /// Erigon's `--chain`, when it differs from the network's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chain: Option<String>,
+    /// The eth_chainId the node must answer, for chains the runtime does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain_id: Option<u64>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -103,6 +106,7 @@ impl Default for RawConfig {
                         NetworkEntry {
                             slot: *slot,
                             chain: None,
+                            chain_id: None,
                         },
                     )
                 })
@@ -295,8 +299,14 @@ impl RawConfig {
             .iter()
             .filter_map(|(name, entry)| Some((name.clone(), entry.chain.clone()?)))
             .collect();
-        let networks =
-            Networks::new(slots, self.port_base, self.erigon_http_port)?.with_chains(chains)?;
+        let chain_ids = self
+            .networks
+            .iter()
+            .filter_map(|(name, entry)| Some((name.clone(), entry.chain_id?)))
+            .collect();
+        let networks = Networks::new(slots, self.port_base, self.erigon_http_port)?
+            .with_chains(chains)?
+            .with_chain_ids(chain_ids);
         let default_network = networks
             .resolve(&self.default_network)
             .map_err(|e| format!("key `default_network`: {e}"))?;
@@ -534,7 +544,7 @@ mod tests {
             ),
             (
                 json!({"networks": {"a": {"slot": 1, "x": 2}}}),
-                "key `networks.a.x`: unknown field `x`, expected `slot`",
+                "key `networks.a.x`: unknown field `x`, expected one of `slot`, `chain`, `chain_id`",
             ),
             (json!({"bcrypt_cost": 3}), "accepted: 4 to 31"),
             (

@@ -3,9 +3,15 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::network::Network;
 use crate::node::Node;
+
+/// STATUS waits at most this long for the node: a requestor's batch must not hang on
+/// a node that is busy.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// A probe that hangs longer than this is retried rather than waited for.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +33,7 @@ impl Backoff {
     }
 }
 
+#[derive(Clone)]
 pub struct JsonRpc {
     client: reqwest::Client,
     url: String,
@@ -37,6 +44,9 @@ impl JsonRpc {
         let client = reqwest::Client::builder()
             // A provider's HTTP_PROXY must not capture calls to its own loopback.
             .no_proxy()
+            // A fresh loopback connection per call costs microseconds; a pooled one
+            // the node has half-closed would stall a probe until its timeout.
+            .pool_max_idle_per_host(0)
             .timeout(CALL_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -81,7 +91,12 @@ impl JsonRpc {
 
 /// Waits until rpcdaemon answers `eth_chainId` while both children live. Returns the
 /// chain id; fails naming the child that exited, or the timeout.
-pub async fn wait_ready(rpc: &JsonRpc, node: &Node, deadline: Instant) -> Result<String, String> {
+pub async fn wait_ready(
+    rpc: &JsonRpc,
+    node: &Node,
+    network: &Network,
+    deadline: Instant,
+) -> Result<String, String> {
     let last_error = std::cell::RefCell::new(String::from("no answer yet"));
     let probe = async {
         let mut backoff = Backoff::default();
@@ -95,7 +110,7 @@ pub async fn wait_ready(rpc: &JsonRpc, node: &Node, deadline: Instant) -> Result
         }
     };
     tokio::select! {
-        id = probe => Ok(id),
+        id = probe => check_chain(&id, network).map(|()| id),
         failure = node.watch() => Err(format!("{failure} during start")),
         _ = tokio::time::sleep_until(deadline.into()) => Err(format!(
             "rpcdaemon did not answer JSON-RPC at {} before the ready timeout (last: {}); logs: {} and {}",
@@ -104,5 +119,153 @@ pub async fn wait_ready(rpc: &JsonRpc, node: &Node, deadline: Instant) -> Result
             node.erigon.log().display(),
             node.rpcdaemon.log().display()
         )),
+    }
+}
+
+/// A node answering another chain serves the wrong network: that is a failure.
+pub fn check_chain(answered: &str, network: &Network) -> Result<(), String> {
+    let Some(expected) = network.expected_chain_id() else {
+        return Ok(());
+    };
+    match hex(&json!(answered)) {
+        Some(id) if id == expected => Ok(()),
+        _ => Err(format!(
+            "the node answers eth_chainId {answered}, but network {network} is chain {expected} ({expected:#x}): it serves the wrong chain"
+        )),
+    }
+}
+
+/// What the node says about itself, read fresh for every STATUS.
+#[derive(Debug, Default, Serialize)]
+pub struct NodeReport {
+    pub chain_id: Option<String>,
+    pub client_version: Option<String>,
+    pub peers: Option<u64>,
+    pub sync: Option<SyncReport>,
+    pub head: Option<HeadReport>,
+    /// Calls that failed or timed out; the other fields are still valid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl NodeReport {
+    pub fn is_syncing(&self) -> bool {
+        self.sync.as_ref().is_some_and(|s| s.syncing)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncReport {
+    pub syncing: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_block: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highest_block: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeadReport {
+    pub number: u64,
+    pub timestamp: u64,
+    /// Seconds since the head block's timestamp: how far behind the chain the node is.
+    pub age_secs: i64,
+}
+
+/// Five calls at once, bounded by [`PROBE_TIMEOUT`] together.
+pub async fn probe(rpc: &JsonRpc) -> NodeReport {
+    let calls = futures::future::join5(
+        rpc.call("eth_chainId", json!([])),
+        rpc.call("web3_clientVersion", json!([])),
+        rpc.call("net_peerCount", json!([])),
+        rpc.call("eth_syncing", json!([])),
+        rpc.call("eth_getBlockByNumber", json!(["latest", false])),
+    );
+    let Ok((chain, version, peers, sync, head)) = tokio::time::timeout(PROBE_TIMEOUT, calls).await
+    else {
+        return NodeReport {
+            errors: vec![format!(
+                "the node did not answer within {} ms",
+                PROBE_TIMEOUT.as_millis()
+            )],
+            ..NodeReport::default()
+        };
+    };
+    let mut report = NodeReport::default();
+    let mut keep = |r: Result<Value, String>| r.map_err(|e| report.errors.push(e)).ok();
+    let chain = keep(chain);
+    let version = keep(version);
+    let peers = keep(peers);
+    let sync = keep(sync);
+    let head = keep(head);
+    report.chain_id = chain.and_then(|v| v.as_str().map(str::to_owned));
+    report.client_version = version.and_then(|v| v.as_str().map(str::to_owned));
+    report.peers = peers.as_ref().and_then(hex);
+    report.sync = sync.map(|s| match s {
+        Value::Bool(false) => SyncReport {
+            syncing: false,
+            current_block: None,
+            highest_block: None,
+            stage: None,
+        },
+        progress => SyncReport {
+            syncing: true,
+            current_block: hex(&progress["currentBlock"]),
+            highest_block: hex(&progress["highestBlock"]),
+            // The first stage still behind the current block is where the node is.
+            stage: progress["stages"].as_array().and_then(|stages| {
+                stages
+                    .iter()
+                    .find(|st| hex(&st["block_number"]) < hex(&progress["highestBlock"]))
+                    .or(stages.last())
+                    .and_then(|st| st["stage_name"].as_str().map(str::to_owned))
+            }),
+        },
+    });
+    report.head = head.and_then(|block| {
+        let number = hex(&block["number"])?;
+        let timestamp = hex(&block["timestamp"])?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(HeadReport {
+            number,
+            timestamp,
+            age_secs: now as i64 - timestamp as i64,
+        })
+    });
+    report
+}
+
+/// A JSON-RPC quantity ("0x1a") as a number.
+fn hex(value: &Value) -> Option<u64> {
+    u64::from_str_radix(value.as_str()?.strip_prefix("0x")?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Networks;
+
+    #[test]
+    fn a_node_on_another_chain_is_refused() {
+        let nets = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555).unwrap();
+        let dev = nets.resolve("dev").unwrap();
+        assert!(check_chain("0x539", &dev).is_ok());
+        let err = check_chain("0x1", &dev).unwrap_err();
+        assert!(err.contains("network dev is chain 1337 (0x539)"), "{err}");
+        let custom = Networks::new([("mychain".to_string(), 0)].into(), 30303, 8555).unwrap();
+        assert!(
+            check_chain("0x1", &custom.resolve("mychain").unwrap()).is_ok(),
+            "unknown chains are not judged"
+        );
+    }
+
+    #[test]
+    fn quantities_parse_as_hex() {
+        assert_eq!(hex(&json!("0x10")), Some(16));
+        assert_eq!(hex(&json!("16")), None);
+        assert_eq!(hex(&json!(16)), None);
     }
 }

@@ -43,6 +43,7 @@ pub struct Network {
     name: String,
     slot: u16,
     chain: String,
+    chain_id: Option<u64>,
 }
 
 impl Network {
@@ -53,6 +54,12 @@ impl Network {
     /// Erigon's `--chain`: the network's name unless the configuration says otherwise.
     pub fn chain(&self) -> &str {
         &self.chain
+    }
+
+    /// The eth_chainId the node must answer: configured, or known for Erigon's chains.
+    /// A node answering another is serving the wrong network.
+    pub fn expected_chain_id(&self) -> Option<u64> {
+        self.chain_id.or_else(|| known_chain_id(&self.chain))
     }
 
     pub fn slot(&self) -> u16 {
@@ -71,6 +78,7 @@ impl fmt::Display for Network {
 pub struct Networks {
     by_name: BTreeMap<String, u16>,
     chains: BTreeMap<String, String>,
+    chain_ids: BTreeMap<String, u64>,
 }
 
 impl Networks {
@@ -126,6 +134,7 @@ impl Networks {
         Ok(Self {
             by_name: entries,
             chains: BTreeMap::new(),
+            chain_ids: BTreeMap::new(),
         })
     }
 
@@ -144,6 +153,12 @@ impl Networks {
         Ok(self)
     }
 
+    /// Chain ids for chains Erigon knows under other names, or custom chains.
+    pub fn with_chain_ids(mut self, chain_ids: BTreeMap<String, u64>) -> Self {
+        self.chain_ids = chain_ids;
+        self
+    }
+
     fn network(&self, name: &str, slot: u16) -> Network {
         Network {
             name: name.to_owned(),
@@ -153,6 +168,7 @@ impl Networks {
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| name.to_owned()),
+            chain_id: self.chain_ids.get(name).copied(),
         }
     }
 
@@ -188,6 +204,20 @@ impl Networks {
     pub fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }
+}
+
+/// eth_chainId of the chains Erigon ships (see the facts file).
+pub fn known_chain_id(chain: &str) -> Option<u64> {
+    Some(match chain {
+        "mainnet" => 1,
+        "sepolia" => 11_155_111,
+        "hoodi" => 560_048,
+        "holesky" => 17_000,
+        "gnosis" => 100,
+        "chiado" => 10_200,
+        "dev" => 1337,
+        _ => return None,
+    })
 }
 
 pub fn is_valid_name(name: &str) -> bool {

@@ -20,7 +20,7 @@ use ya_runtime_sdk::{
 
 use crate::config::{Config, ErigonConf};
 use crate::credentials::Credentials;
-use crate::health::{self, JsonRpc};
+use crate::health::{self, JsonRpc, NodeReport};
 use crate::htpasswd::HtpasswdFile;
 use crate::netlock::NetworkLock;
 use crate::network::{printable, Network};
@@ -54,9 +54,11 @@ struct Session {
     node: Node,
     credentials: Credentials,
     lock: NetworkLock,
+    rpc: JsonRpc,
     url: String,
     chain_id: String,
     started_at: String,
+    ready_since: Instant,
 }
 
 impl ErigonRuntime {
@@ -194,7 +196,13 @@ impl Runtime for ErigonRuntime {
         log::info!("RUN {}", printable(&command.bin));
         let shared = self.shared.clone();
         ctx.command(move |mut run_ctx| async move {
-            let (line, failure) = shared.borrow().status();
+            // Ask the node outside the borrow; the answer decides syncing, ready or failed.
+            let rpc = shared.borrow().probe_target();
+            let report = match rpc {
+                Some(rpc) => Some(health::probe(&rpc).await),
+                None => None,
+            };
+            let (line, failure) = shared.borrow_mut().status(report);
             run_ctx.stdout(line).await;
             match failure {
                 Some(reason) => Err(Error::from_string(reason)),
@@ -223,18 +231,41 @@ impl Runtime for ErigonRuntime {
 impl Shared {
     /// The STATUS line, and the failure reason when failed. Read live: a child that
     /// died since the last look shows as failed even before the watcher runs.
-    fn status(&self) -> (String, Option<String>) {
+    /// The node to ask, while the activity is up and its processes live.
+    fn probe_target(&self) -> Option<JsonRpc> {
+        let session = self.session.as_ref()?;
+        (matches!(self.phase, Phase::Ready) && session.node.failure().is_none())
+            .then(|| session.rpc.clone())
+    }
+
+    /// The STATUS line, and the failure reason when failed. Read live: a child that
+    /// died since the last look shows as failed even before the watcher runs, and a node
+    /// answering for another chain fails the activity (and loses its credentials).
+    fn status(&mut self, report: Option<NodeReport>) -> (String, Option<String>) {
+        if let (Some(report), Some(session)) = (&report, self.session.as_ref()) {
+            if let Some(Err(wrong)) = report
+                .chain_id
+                .as_deref()
+                .map(|id| health::check_chain(id, &session.network))
+            {
+                self.fail(wrong);
+            }
+        }
         let session = self.session.as_ref();
         let (state, reason) = match &self.phase {
             Phase::Starting => (State::Starting, None),
             Phase::Ready => match session.and_then(|s| s.node.failure()) {
                 Some(failure) => (State::Failed, Some(failure)),
+                None if report.as_ref().is_some_and(NodeReport::is_syncing) => {
+                    (State::Syncing, None)
+                }
                 None => (State::Ready, None),
             },
             Phase::Failed(reason) => (State::Failed, Some(reason.clone())),
             Phase::Stopping => (State::Stopping, None),
         };
-        let live = session.filter(|s| state == State::Ready && !s.credentials.is_revoked());
+        let serving = matches!(state, State::Ready | State::Syncing);
+        let live = session.filter(|s| serving && !s.credentials.is_revoked());
         let status = Status {
             url: live.map(|s| s.url.clone()),
             auth: live.map(|s| Auth {
@@ -246,9 +277,25 @@ impl Shared {
             reason: reason.clone(),
             chain_id: session.map(|s| s.chain_id.as_str()),
             started_at: session.map(|s| s.started_at.as_str()),
+            uptime_secs: session.map(|s| s.ready_since.elapsed().as_secs()),
+            node: report.as_ref().filter(|_| serving),
             runtime_version: env!("CARGO_PKG_VERSION"),
         };
         (status.to_line(), reason)
+    }
+
+    /// The activity is over for the requestor: its password stops working now.
+    fn fail(&mut self, reason: String) {
+        if !matches!(self.phase, Phase::Ready) {
+            return;
+        }
+        log::error!("activity {}: {reason}", self.activity);
+        if let Some(session) = self.session.as_mut() {
+            if let Err(e) = session.credentials.revoke() {
+                log::error!("{e}");
+            }
+        }
+        self.phase = Phase::Failed(reason);
     }
 }
 
@@ -268,7 +315,7 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
     let node = Node::start(config, &network, lock.raw_fd(), deadline).await?;
     let ready = async {
         let rpc = JsonRpc::new(config.http_addr, node.ports.http)?;
-        let chain_id = health::wait_ready(&rpc, &node, deadline).await?;
+        let chain_id = health::wait_ready(&rpc, &node, &network, deadline).await?;
         let file = HtpasswdFile::new(config.passwd_file(&network));
         let credentials = Credentials::issue(
             file,
@@ -277,9 +324,9 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
             config.password_hash,
             &owner,
         )?;
-        Ok::<_, String>((chain_id, credentials))
+        Ok::<_, String>((rpc, chain_id, credentials))
     };
-    let (chain_id, credentials) = match ready.await {
+    let (rpc, chain_id, credentials) = match ready.await {
         Ok(done) => done,
         Err(e) => {
             node.abort().await;
@@ -296,8 +343,10 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
         node,
         credentials,
         lock,
+        rpc,
         chain_id,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ready_since: Instant::now(),
     })
 }
 
@@ -326,17 +375,7 @@ fn sweep_dead_credentials(config: &Config, here: &crate::owner::Owner) {
 
 /// A child died while the activity ran: its password stops working now, not at stop.
 fn node_failed(shared: &Rc<RefCell<Shared>>, failure: String) {
-    let mut s = shared.borrow_mut();
-    if !matches!(s.phase, Phase::Ready) {
-        return;
-    }
-    log::error!("activity {}: node failed: {failure}", s.activity);
-    if let Some(session) = s.session.as_mut() {
-        if let Err(e) = session.credentials.revoke() {
-            log::error!("{e}");
-        }
-    }
-    s.phase = Phase::Failed(failure);
+    shared.borrow_mut().fail(format!("node failed: {failure}"));
 }
 
 /// Revokes first (the activity is over for the requestor the moment stop begins), then

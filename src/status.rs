@@ -6,6 +6,8 @@ use serde::Serialize;
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Starting,
+    /// The node answers but is still catching up with the chain.
+    Syncing,
     Ready,
     Failed,
     Stopping,
@@ -30,6 +32,10 @@ pub struct Status<'a> {
     /// eth_chainId as the node answered it at start (hex).
     pub chain_id: Option<&'a str>,
     pub started_at: Option<&'a str>,
+    /// Seconds since the node became ready.
+    pub uptime_secs: Option<u64>,
+    /// What the node said just now (JSON-RPC, bounded by a short timeout).
+    pub node: Option<&'a crate::health::NodeReport>,
     pub runtime_version: &'static str,
 }
 

@@ -84,20 +84,25 @@ async fn twenty_runtimes_never_lose_duplicate_or_corrupt_an_entry() {
                 if let Err(e) = check(&text, &expected) {
                     violations.0.push(e);
                 }
+                // Two cores are shared with 60 processes: let them run between reads.
+                std::thread::yield_now();
             }
             violations
         })
     };
 
     for round in 0..ROUNDS {
+        let t = std::time::Instant::now();
         let activities = futures::future::join_all(
             (0..RUNTIMES)
                 .map(|i| provider.start_on_owned(format!("r{round}a{i}"), format!("n{i:02}"))),
         )
         .await;
+        eprintln!("round {round}: started in {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let statuses = futures::future::join_all(activities.iter().map(|a| a.ready_status())).await;
         let mut users = Vec::new();
-        for activity in &activities {
-            let status = activity.ready_status().await;
+        for status in statuses {
             let user = status["auth"]["user"].as_str().unwrap().to_string();
             live.lock().unwrap().insert(user.clone());
             users.push(user);
@@ -109,8 +114,15 @@ async fn twenty_runtimes_never_lose_duplicate_or_corrupt_an_entry() {
             3 + RUNTIMES,
             "exactly the live entries: {text}"
         );
+        eprintln!("round {round}: 20 STATUS in {:?}", t.elapsed());
+        let t = std::time::Instant::now();
         live.lock().unwrap().clear();
-        futures::future::join_all(activities.into_iter().map(|a| a.shutdown())).await;
+        let took = futures::future::join_all(activities.into_iter().map(|a| a.shutdown())).await;
+        eprintln!(
+            "round {round}: stopped in {:?}; slowest Shutdown {:?}",
+            t.elapsed(),
+            took.iter().max()
+        );
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),
             FOREIGN,

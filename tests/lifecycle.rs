@@ -42,6 +42,21 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
     assert_eq!(status["network"], "dev");
     assert_eq!(status["url"], "https://rpc.example.test:8545/dev");
     assert_eq!(status["chain_id"], "0x539");
+    // Live facts from the node, read for this STATUS.
+    assert_eq!(status["node"]["chain_id"], "0x539");
+    assert_eq!(status["node"]["sync"]["syncing"], false);
+    assert_eq!(status["node"]["head"]["number"], 16);
+    assert_eq!(status["node"]["peers"], 5);
+    assert!(status["node"]["client_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("erigon/"));
+    let age = status["node"]["head"]["age_secs"].as_i64().unwrap();
+    assert!(
+        (11..=30).contains(&age),
+        "the stand-in's head is 12 s old: {age}"
+    );
+    assert!(status["uptime_secs"].as_u64().is_some());
     let user = status["auth"]["user"].as_str().unwrap().to_string();
     let password = status["auth"]["password"].as_str().unwrap().to_string();
     assert!(user.starts_with("dev-") && user.len() == 20, "{user}");
@@ -550,4 +565,81 @@ async fn the_next_start_sweeps_a_killed_runtimes_credentials_and_keeps_live_ones
     );
     live.shutdown().await;
     next.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_follows_the_node_from_syncing_to_ready() {
+    let provider = Provider::new(json!({}));
+    let syncing = provider.datadir("dev").join("standin-syncing");
+    std::fs::create_dir_all(provider.datadir("dev")).unwrap();
+    std::fs::write(
+        &syncing,
+        r#"{"current": 100, "highest": 200, "stage": "Execution"}"#,
+    )
+    .unwrap();
+    let activity = provider.start_on("a", "dev").await;
+    let (status, code) = activity.status().await;
+    assert_eq!(
+        (status["state"].as_str(), code),
+        (Some("syncing"), 0),
+        "{status}"
+    );
+    let sync = &status["node"]["sync"];
+    assert_eq!(
+        (sync["syncing"].as_bool(), sync["current_block"].as_u64()),
+        (Some(true), Some(100))
+    );
+    assert_eq!(
+        (sync["highest_block"].as_u64(), sync["stage"].as_str()),
+        (Some(200), Some("Execution"))
+    );
+    assert!(
+        status["auth"]["user"].is_string(),
+        "a syncing node is usable"
+    );
+    // The sync finishes when the marker goes; the next STATUS reads the node afresh.
+    std::fs::remove_file(&syncing).unwrap();
+    activity.ready_status().await;
+    activity.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_answering_for_another_chain_fails_the_activity() {
+    let provider = Provider::new(json!({}));
+    provider.set_behaviour("dev", json!({"rpcdaemon": {"chain_id": 1}}));
+    let refused = provider.start_on("wrong-at-start", "dev").await;
+    let (status, _) = refused.status().await;
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("answers eth_chainId 0x1, but network dev is chain 1337"),
+        "{reason}"
+    );
+    assert!(provider.entries("dev").is_empty());
+    refused.shutdown().await;
+
+    provider.set_behaviour("dev", json!({}));
+    let activity = provider.start_on("wrong-later", "dev").await;
+    let (user, password) = {
+        let s = activity.ready_status().await;
+        (
+            s["auth"]["user"].as_str().unwrap().to_string(),
+            s["auth"]["password"].as_str().unwrap().to_string(),
+        )
+    };
+    std::fs::write(provider.datadir("dev").join("standin-chain-id"), "1").unwrap();
+    let (status, code) = activity.status().await;
+    assert_eq!(
+        (status["state"].as_str(), code != 0),
+        (Some("failed"), true),
+        "{status}"
+    );
+    assert!(status["reason"]
+        .as_str()
+        .unwrap()
+        .contains("serves the wrong chain"));
+    assert!(
+        !htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        "revoked"
+    );
+    activity.shutdown().await;
 }

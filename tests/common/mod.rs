@@ -75,14 +75,25 @@ pub fn assemble_plugin_dir(
 }
 
 /// Two free, non-overlapping loopback port ranges for `slots` networks: rpcdaemon HTTP
-/// ports first, then the node ports (20 per slot), checked free for TCP and UDP.
+/// ports first, then the node ports (20 per slot), checked free for TCP and UDP. They
+/// lie below the kernel's ephemeral range, so no outgoing connection can take one
+/// between the check and the bind.
 fn port_block(slots: u32) -> (u16, u16) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
     let http = slots.max(10);
     let size = http + slots * 20;
+    let (low, high) = (10_000u32, ephemeral_low.saturating_sub(size));
+    assert!(
+        high > low + size,
+        "no room for test ports below {ephemeral_low}"
+    );
     let seed = std::process::id() * 7 + NEXT.fetch_add(1, Ordering::SeqCst) * 13;
     for attempt in 0..300 {
-        let block = 15_000 + ((seed + attempt) * 160) % (45_000 - size);
+        let block = low + ((seed + attempt) * 160) % (high - low);
         let free = (block..block + size).all(|p| {
             std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok()

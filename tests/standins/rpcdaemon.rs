@@ -55,8 +55,18 @@ fn main() {
         .and_then(|a| a.iter().find_map(|x| x.as_str()?.strip_prefix("--chain=")))
         .unwrap_or_else(|| fail("erigon's record has no --chain"))
         .to_string();
-    let chain_id = chain_id(&chain).unwrap_or_else(|| fail("unknown chain"));
+    // `{"rpcdaemon": {"chain_id": N}}` makes it answer for another chain, as a node
+    // pointed at the wrong network would.
+    let chain_id = behaviour
+        .number("chain_id")
+        .or_else(|| chain_id(&chain))
+        .unwrap_or_else(|| fail("unknown chain"));
     let apis: Vec<String> = flags["--http.api"].split(',').map(String::from).collect();
+    let node = std::sync::Arc::new(Node {
+        chain_id,
+        apis,
+        datadir: datadir.clone(),
+    });
     let vhosts: Vec<String> = flags["--http.vhosts"]
         .split(',')
         .map(String::from)
@@ -74,7 +84,7 @@ fn main() {
         ));
         std::thread::spawn(move || {
             for request in server.incoming_requests() {
-                answer(request, chain_id, &apis, &vhosts);
+                answer(request, &node, &vhosts);
             }
         });
     } else {
@@ -83,10 +93,17 @@ fn main() {
     wait_for_stop_signal(&behaviour);
 }
 
-fn answer(mut request: tiny_http::Request, chain_id: u64, apis: &[String], vhosts: &[String]) {
+/// What the stand-in node serves.
+struct Node {
+    chain_id: u64,
+    apis: Vec<String>,
+    datadir: std::path::PathBuf,
+}
+
+fn answer(mut request: tiny_http::Request, node: &std::sync::Arc<Node>, vhosts: &[String]) {
     if let Some(key) = websocket_key(&request) {
         // Upgrades skip the vhosts check, as in rpcdaemon's handler.
-        return serve_websocket(request, &key, chain_id, apis);
+        return serve_websocket(request, &key, node.clone());
     }
     let host = request
         .headers()
@@ -125,7 +142,7 @@ fn answer(mut request: tiny_http::Request, chain_id: u64, apis: &[String], vhost
         return;
     }
     let reply = match serde_json::from_str::<Value>(&body) {
-        Ok(call) => reply_to(&call, chain_id, apis),
+        Ok(call) => reply_to(&call, node),
         Err(_) => {
             json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}})
         }
@@ -138,7 +155,21 @@ fn answer(mut request: tiny_http::Request, chain_id: u64, apis: &[String], vhost
     let _ = request.respond(response);
 }
 
-fn reply_to(call: &Value, chain_id: u64, apis: &[String]) -> Value {
+/// `<datadir>/standin-syncing`, when present, is the sync in progress
+/// (`{"current": N, "highest": M, "stage": "…"}`); removing it finishes the sync.
+fn sync_state(node: &Node) -> Option<Value> {
+    let text = std::fs::read_to_string(node.datadir.join("standin-syncing")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn reply_to(call: &Value, node: &Node) -> Value {
+    // `<datadir>/standin-chain-id` switches the chain mid-run, as a misconfigured
+    // replacement node would.
+    let chain_id = std::fs::read_to_string(node.datadir.join("standin-chain-id"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(node.chain_id);
+    let apis = &node.apis;
     let id = call.get("id").cloned().unwrap_or(Value::Null);
     let method = call
         .get("method")
@@ -151,7 +182,24 @@ fn reply_to(call: &Value, chain_id: u64, apis: &[String]) -> Value {
         match method {
             "eth_chainId" => Some(json!(format!("{chain_id:#x}"))),
             "eth_blockNumber" => Some(json!("0x10")),
-            "eth_syncing" => Some(json!(false)),
+            "eth_syncing" => Some(match sync_state(node) {
+                None => json!(false),
+                Some(sync) => json!({
+                    "startingBlock": "0x0",
+                    "currentBlock": format!("{:#x}", sync["current"].as_u64().unwrap_or(0)),
+                    "highestBlock": format!("{:#x}", sync["highest"].as_u64().unwrap_or(0)),
+                    "stages": [{"stage_name": sync["stage"].as_str().unwrap_or("Execution"), "block_number": format!("{:#x}", sync["current"].as_u64().unwrap_or(0))}],
+                }),
+            }),
+            "eth_getBlockByNumber" => {
+                // The head block, 12 s old, as a node a slot behind would have it.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                Some(
+                    json!({"number": "0x10", "timestamp": format!("{:#x}", now - 12), "hash": format!("0x{}", "ab".repeat(32))}),
+                )
+            }
             "net_peerCount" => Some(json!("0x5")),
             "web3_clientVersion" => Some(json!("erigon/3.1.0-standin/linux-amd64/go1.24")),
             _ => None,
@@ -196,7 +244,7 @@ fn websocket_key(request: &tiny_http::Request) -> Option<String> {
 }
 
 /// RFC 6455, enough for JSON-RPC: text frames in, text frames out, ping, close.
-fn serve_websocket(request: tiny_http::Request, key: &str, chain_id: u64, apis: &[String]) {
+fn serve_websocket(request: tiny_http::Request, key: &str, node: std::sync::Arc<Node>) {
     use base64::Engine;
     use sha1::Digest;
     let mut digest = sha1::Sha1::new();
@@ -214,16 +262,12 @@ fn serve_websocket(request: tiny_http::Request, key: &str, chain_id: u64, apis: 
         }
     }
     let mut stream = request.upgrade("websocket", response);
-    let apis = apis.to_vec();
     std::thread::spawn(move || {
         while let Some((opcode, payload)) = read_frame(&mut stream) {
             let reply = match opcode {
                 0x1 => {
                     let call: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-                    (
-                        0x1,
-                        reply_to(&call, chain_id, &apis).to_string().into_bytes(),
-                    )
+                    (0x1, reply_to(&call, &node).to_string().into_bytes())
                 }
                 0x9 => (0xA, payload),
                 0x8 => {
