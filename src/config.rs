@@ -72,6 +72,24 @@ struct NetworkEntry {
     /// The eth_chainId the node must answer, for chains the runtime does not know.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chain_id: Option<u64>,
+    /// `managed` (the runtime runs a node per activity) or `shared` (the operator runs
+    /// one node on the network's rpcdaemon port and activities share it).
+    #[serde(default, skip_serializing_if = "Mode::is_managed")]
+    mode: Mode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    #[default]
+    Managed,
+    Shared,
+}
+
+impl Mode {
+    fn is_managed(&self) -> bool {
+        *self == Mode::Managed
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -107,6 +125,7 @@ impl Default for RawConfig {
                             slot: *slot,
                             chain: None,
                             chain_id: None,
+                            mode: Mode::Managed,
                         },
                     )
                 })
@@ -218,6 +237,12 @@ impl Config {
         PathBuf::from(self.passwd_file_path.replace("{network}", network.name()))
     }
 
+    /// The rpcdaemon port of `network`: the runtime's own node, or the operator's for a
+    /// shared network (which must listen there, as the nginx routes assume).
+    pub fn rpc_port(&self, network: &Network) -> u16 {
+        crate::network::Ports::for_network(network, self.port_base, self.http_port).http
+    }
+
     pub fn datadir(&self, network: &Network) -> PathBuf {
         self.data_dir.join(network.name())
     }
@@ -306,7 +331,14 @@ impl RawConfig {
             .collect();
         let networks = Networks::new(slots, self.port_base, self.erigon_http_port)?
             .with_chains(chains)?
-            .with_chain_ids(chain_ids);
+            .with_chain_ids(chain_ids)
+            .with_shared(
+                self.networks
+                    .iter()
+                    .filter(|(_, entry)| entry.mode == Mode::Shared)
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            );
         let default_network = networks
             .resolve(&self.default_network)
             .map_err(|e| format!("key `default_network`: {e}"))?;
@@ -491,6 +523,24 @@ mod tests {
     }
 
     #[test]
+    fn a_network_is_managed_or_shared() {
+        let cfg = load(json!({
+            "networks": {"a": {"slot": 0, "mode": "shared"}, "b": {"slot": 1}},
+            "default_network": "a"
+        }))
+        .unwrap();
+        assert!(cfg.default_network.is_shared());
+        assert!(!cfg.networks.resolve("b").unwrap().is_shared());
+        let err =
+            load(json!({"networks": {"a": {"slot": 0, "mode": "pooled"}}, "default_network": "a"}))
+                .unwrap_err();
+        assert!(
+            err.contains("key `networks.a.mode`") && err.contains("expected `managed` or `shared`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn defaults_are_valid_and_round_trip() {
         let cfg = load(ErigonConf::default().0).expect("defaults are valid");
         assert_eq!(cfg.default_network.name(), "sepolia");
@@ -544,7 +594,7 @@ mod tests {
             ),
             (
                 json!({"networks": {"a": {"slot": 1, "x": 2}}}),
-                "key `networks.a.x`: unknown field `x`, expected one of `slot`, `chain`, `chain_id`",
+                "key `networks.a.x`: unknown field `x`, expected one of `slot`, `chain`, `chain_id`, `mode`",
             ),
             (json!({"bcrypt_cost": 3}), "accepted: 4 to 31"),
             (

@@ -122,6 +122,23 @@ pub async fn wait_ready(
     }
 }
 
+/// Waits until a node that is not ours answers `eth_chainId` for the right chain.
+pub async fn wait_answer(
+    rpc: &JsonRpc,
+    network: &Network,
+    deadline: Instant,
+) -> Result<String, String> {
+    let mut backoff = Backoff::default();
+    loop {
+        match rpc.call("eth_chainId", json!([])).await {
+            Ok(Value::String(id)) => return check_chain(&id, network).map(|()| id),
+            Ok(other) => return Err(format!("eth_chainId returned {other}")),
+            Err(e) if Instant::now() >= deadline => return Err(format!("does not answer: {e}")),
+            Err(_) => backoff.wait().await,
+        }
+    }
+}
+
 /// A node answering another chain serves the wrong network: that is a failure.
 pub fn check_chain(answered: &str, network: &Network) -> Result<(), String> {
     let Some(expected) = network.expected_chain_id() else {

@@ -44,6 +44,7 @@ pub struct Network {
     slot: u16,
     chain: String,
     chain_id: Option<u64>,
+    shared: bool,
 }
 
 impl Network {
@@ -54,6 +55,12 @@ impl Network {
     /// Erigon's `--chain`: the network's name unless the configuration says otherwise.
     pub fn chain(&self) -> &str {
         &self.chain
+    }
+
+    /// Shared: the operator runs one long-lived node and activities only get access to
+    /// it. Managed (the default): each activity runs its own node.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// The eth_chainId the node must answer: configured, or known for Erigon's chains.
@@ -79,6 +86,7 @@ pub struct Networks {
     by_name: BTreeMap<String, u16>,
     chains: BTreeMap<String, String>,
     chain_ids: BTreeMap<String, u64>,
+    shared: std::collections::BTreeSet<String>,
 }
 
 impl Networks {
@@ -135,6 +143,7 @@ impl Networks {
             by_name: entries,
             chains: BTreeMap::new(),
             chain_ids: BTreeMap::new(),
+            shared: Default::default(),
         })
     }
 
@@ -159,6 +168,12 @@ impl Networks {
         self
     }
 
+    /// Networks whose node the operator runs (see [`Network::is_shared`]).
+    pub fn with_shared(mut self, shared: std::collections::BTreeSet<String>) -> Self {
+        self.shared = shared;
+        self
+    }
+
     fn network(&self, name: &str, slot: u16) -> Network {
         Network {
             name: name.to_owned(),
@@ -169,6 +184,7 @@ impl Networks {
                 .cloned()
                 .unwrap_or_else(|| name.to_owned()),
             chain_id: self.chain_ids.get(name).copied(),
+            shared: self.shared.contains(name),
         }
     }
 

@@ -48,12 +48,18 @@ enum Phase {
     Stopping,
 }
 
+/// A node this activity runs, with the network lock it holds.
+struct ManagedNode {
+    node: Node,
+    lock: NetworkLock,
+}
+
 /// Everything one activity holds; dropping it revokes the credentials.
 struct Session {
     network: Network,
-    node: Node,
+    /// The activity's own node, or None on a shared network (the operator's node).
+    node: Option<ManagedNode>,
     credentials: Credentials,
-    lock: NetworkLock,
     rpc: JsonRpc,
     url: String,
     chain_id: String,
@@ -144,15 +150,17 @@ impl Runtime for ErigonRuntime {
                         session.credentials.user(),
                         session.url
                     );
-                    let failed = session.node.watch();
-                    let watched = shared.clone();
-                    let watcher = tokio::task::spawn_local(async move {
-                        let failure = failed.await;
-                        node_failed(&watched, failure);
+                    let watcher = session.node.as_ref().map(|managed| {
+                        let failed = managed.node.watch();
+                        let watched = shared.clone();
+                        tokio::task::spawn_local(async move {
+                            let failure = failed.await;
+                            node_failed(&watched, failure);
+                        })
                     });
                     let mut s = shared.borrow_mut();
                     s.session = Some(session);
-                    s.watcher = Some(watcher);
+                    s.watcher = watcher;
                     s.phase = Phase::Ready;
                 }
                 Err(reason) => {
@@ -228,13 +236,23 @@ impl Runtime for ErigonRuntime {
     }
 }
 
+/// How long a start waits for a shared node that does not answer: it is the
+/// operator's and already running, so a slow answer means it is down.
+const SHARED_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Session {
+    fn failure(&self) -> Option<String> {
+        self.node.as_ref()?.node.failure()
+    }
+}
+
 impl Shared {
     /// The STATUS line, and the failure reason when failed. Read live: a child that
     /// died since the last look shows as failed even before the watcher runs.
     /// The node to ask, while the activity is up and its processes live.
     fn probe_target(&self) -> Option<JsonRpc> {
         let session = self.session.as_ref()?;
-        (matches!(self.phase, Phase::Ready) && session.node.failure().is_none())
+        (matches!(self.phase, Phase::Ready) && session.failure().is_none())
             .then(|| session.rpc.clone())
     }
 
@@ -254,7 +272,7 @@ impl Shared {
         let session = self.session.as_ref();
         let (state, reason) = match &self.phase {
             Phase::Starting => (State::Starting, None),
-            Phase::Ready => match session.and_then(|s| s.node.failure()) {
+            Phase::Ready => match session.and_then(Session::failure) {
                 Some(failure) => (State::Failed, Some(failure)),
                 None if report.as_ref().is_some_and(NodeReport::is_syncing) => {
                     (State::Syncing, None)
@@ -308,28 +326,41 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
     // Deploy prepared these; a start without deploy (or after an operator's clean-up)
     // prepares its own network's folders again.
     prepare_network_dirs(config, &network)?;
-    let lock_path = NetworkLock::path_for(&config.data_dir, &network);
-    let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
     let owner = crate::owner::Owner::current()?;
     sweep_dead_credentials(config, &owner);
-    let node = Node::start(config, &network, lock.raw_fd(), deadline).await?;
-    let ready = async {
-        let rpc = JsonRpc::new(config.http_addr, node.ports.http)?;
-        let chain_id = health::wait_ready(&rpc, &node, &network, deadline).await?;
-        let file = HtpasswdFile::new(config.passwd_file(&network));
-        let credentials = Credentials::issue(
-            file,
-            &network,
-            config.password_length,
-            config.password_hash,
-            &owner,
-        )?;
-        Ok::<_, String>((rpc, chain_id, credentials))
+    let rpc = JsonRpc::new(config.http_addr, config.rpc_port(&network))?;
+    let (node, chain_id) = if network.is_shared() {
+        // The operator's node: it must answer now; a start waits for nothing else.
+        let deadline = started + config.ready_timeout.min(SHARED_READY_TIMEOUT);
+        let chain_id = health::wait_answer(&rpc, &network, deadline)
+            .await
+            .map_err(|e| format!("the provider's shared {network} node: {e}"))?;
+        (None, chain_id)
+    } else {
+        let lock_path = NetworkLock::path_for(&config.data_dir, &network);
+        let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
+        let node = Node::start(config, &network, lock.raw_fd(), deadline).await?;
+        match health::wait_ready(&rpc, &node, &network, deadline).await {
+            Ok(chain_id) => (Some(ManagedNode { node, lock }), chain_id),
+            Err(e) => {
+                node.abort().await;
+                return Err(e);
+            }
+        }
     };
-    let (rpc, chain_id, credentials) = match ready.await {
-        Ok(done) => done,
+    let file = HtpasswdFile::new(config.passwd_file(&network));
+    let credentials = match Credentials::issue(
+        file,
+        &network,
+        config.password_length,
+        config.password_hash,
+        &owner,
+    ) {
+        Ok(credentials) => credentials,
         Err(e) => {
-            node.abort().await;
+            if let Some(managed) = &node {
+                managed.node.abort().await;
+            }
             return Err(e);
         }
     };
@@ -342,7 +373,6 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
         network,
         node,
         credentials,
-        lock,
         rpc,
         chain_id,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -401,8 +431,17 @@ async fn shutdown(shared: &Rc<RefCell<Shared>>) {
     if let Err(e) = session.credentials.revoke() {
         log::error!("activity {activity}: {e}");
     }
-    session.lock.mark_stopping();
-    let report = session.node.stop(stop_timeout).await;
+    // A shared node is the operator's: access ends, the node runs on.
+    let Some(managed) = session.node.as_mut() else {
+        log::info!(
+            "activity {activity}: access to the shared {} node revoked in {} ms",
+            session.network,
+            started.elapsed().as_millis()
+        );
+        return;
+    };
+    managed.lock.mark_stopping();
+    let report = managed.node.stop(stop_timeout).await;
     for stopped in &report.stopped {
         log::info!("activity {activity}: {stopped}");
     }
