@@ -2,6 +2,7 @@
 //! endpoints, one node per network, behind nginx basic auth with per-activity
 //! credentials. See README.md for how the pieces fit.
 
+pub mod billing;
 pub mod config;
 pub mod credentials;
 pub mod hash;

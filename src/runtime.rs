@@ -39,6 +39,7 @@ struct Shared {
     phase: Phase,
     session: Option<Session>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    counter: Option<tokio::task::JoinHandle<()>>,
 }
 
 enum Phase {
@@ -61,6 +62,8 @@ struct Session {
     node: Option<ManagedNode>,
     credentials: Credentials,
     rpc: JsonRpc,
+    /// Taken by the request counter once the activity is up.
+    request_log: Option<crate::billing::RequestLog>,
     url: String,
     chain_id: String,
     started_at: String,
@@ -102,6 +105,7 @@ impl ErigonRuntime {
                 phase: Phase::Starting,
                 session: None,
                 watcher: None,
+                counter: None,
             })),
         }
     }
@@ -127,6 +131,7 @@ impl Runtime for ErigonRuntime {
 
     fn start<'a>(&mut self, ctx: &mut Context<Self>) -> OutputResponse<'a> {
         let args = ctx.cli.command().args().clone();
+        let emitter = ctx.emitter.clone();
         let shared = self.shared.clone();
         async move {
             stop_on_signals(shared.clone());
@@ -142,7 +147,7 @@ impl Runtime for ErigonRuntime {
                 ),
             };
             match opened {
-                Ok(session) => {
+                Ok(mut session) => {
                     log::info!(
                         "activity {activity}: {} node ready (chain id {}), user {}, url {}",
                         session.network,
@@ -158,9 +163,18 @@ impl Runtime for ErigonRuntime {
                             node_failed(&watched, failure);
                         })
                     });
+                    let counter = match (emitter, session.request_log.take()) {
+                        (Some(emitter), Some(log)) => Some(count_requests(
+                            emitter,
+                            log,
+                            session.credentials.user().to_owned(),
+                        )),
+                        _ => None,
+                    };
                     let mut s = shared.borrow_mut();
                     s.session = Some(session);
                     s.watcher = watcher;
+                    s.counter = counter;
                     s.phase = Phase::Ready;
                 }
                 Err(reason) => {
@@ -348,6 +362,9 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
             }
         }
     };
+    // Requests are counted from here: the log's earlier lines are other activities'.
+    let request_log =
+        crate::billing::RequestLog::open_at_end(crate::billing::log_path(&config.data_dir));
     let file = HtpasswdFile::new(config.passwd_file(&network));
     let credentials = match Credentials::issue(
         file,
@@ -374,6 +391,7 @@ async fn open_session(config: &Config, activity: &str, args: &[String]) -> Resul
         node,
         credentials,
         rpc,
+        request_log: Some(request_log),
         chain_id,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         ready_since: Instant::now(),
@@ -403,6 +421,29 @@ fn sweep_dead_credentials(config: &Config, here: &crate::owner::Owner) {
     }
 }
 
+/// Emits the activity's cumulative request count every second as the usage counter
+/// the descriptor declares; the ExeUnit keeps the last value.
+fn count_requests(
+    mut emitter: ya_runtime_sdk::EventEmitter,
+    mut log: crate::billing::RequestLog,
+    user: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        let mut total = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            total += log.count_new(&user);
+            emitter
+                .counter(ya_runtime_sdk::RuntimeCounter {
+                    name: crate::billing::COUNTER.to_owned(),
+                    value: total as f64,
+                })
+                .await;
+        }
+    })
+}
+
 /// A child died while the activity ran: its password stops working now, not at stop.
 fn node_failed(shared: &Rc<RefCell<Shared>>, failure: String) {
     shared.borrow_mut().fail(format!("node failed: {failure}"));
@@ -415,6 +456,9 @@ async fn shutdown(shared: &Rc<RefCell<Shared>>) {
         let mut s = shared.borrow_mut();
         if let Some(watcher) = s.watcher.take() {
             watcher.abort();
+        }
+        if let Some(counter) = s.counter.take() {
+            counter.abort();
         }
         s.phase = Phase::Stopping;
         let timeout = s

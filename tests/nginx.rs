@@ -313,3 +313,51 @@ async fn a_real_json_rpc_client_library_calls_through_nginx() {
     );
     activity.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_activity_is_billed_for_its_own_authenticated_requests() {
+    const N: usize = 25;
+    let counter = ya_runtime_erigon::billing::COUNTER;
+    let (provider, nginx) = provider_behind_nginx(json!({}));
+    let (a, b) = tokio::join!(
+        provider.start_on("a", "dev"),
+        provider.start_on("b", "sepolia")
+    );
+    let (ua, pa) = creds(&a.ready_status().await);
+    let (ub, pb) = creds(&b.ready_status().await);
+    // Not A's to pay: wrong passwords, no credentials, and B's own requests.
+    for _ in 0..5 {
+        assert_eq!(
+            post(&nginx.url("/dev"), Some((&ua, "wrong-password-000")))
+                .await
+                .status,
+            401
+        );
+        assert_eq!(post(&nginx.url("/dev"), None).await.status, 401);
+        assert_eq!(
+            post(&nginx.url("/sepolia"), Some((&ub, &pb))).await.status,
+            200
+        );
+    }
+    for _ in 0..N {
+        assert_eq!(post(&nginx.url("/dev"), Some((&ua, &pa))).await.status, 200);
+    }
+    // The count is cumulative and reported every second; once it has reached N, the
+    // next report (made after every request above was logged) must still be N.
+    let mut value = 0.0;
+    while value < N as f64 {
+        value = a.next_counter(counter).await;
+    }
+    assert_eq!(
+        a.next_counter(counter).await,
+        N as f64,
+        "A billed exactly its {N} requests"
+    );
+    let mut b_value = 0.0;
+    while b_value < 5.0 {
+        b_value = b.next_counter(counter).await;
+    }
+    assert_eq!(b.next_counter(counter).await, 5.0);
+    a.shutdown().await;
+    b.shutdown().await;
+}

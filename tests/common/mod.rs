@@ -234,8 +234,9 @@ impl Provider {
         let mut cmd = tokio::process::Command::from(self.command(workdir));
         cmd.arg("start").args(args);
         let (tx, rx) = unbounded_channel();
+        let (counter_tx, counter_rx) = unbounded_channel();
         let started = Instant::now();
-        let service = server::spawn(cmd, Events(tx))
+        let service = server::spawn(cmd, Events(tx, counter_tx))
             .await
             .expect("spawn the runtime");
         let hello = tokio::time::timeout(Duration::from_secs(60), service.hello("0.1.0"))
@@ -245,6 +246,7 @@ impl Provider {
         Activity {
             service: Box::new(service),
             events: tokio::sync::Mutex::new(rx),
+            counters: tokio::sync::Mutex::new(counter_rx),
             hello,
             start_time: started.elapsed(),
             workdir: workdir.to_path_buf(),
@@ -333,7 +335,10 @@ impl Provider {
     }
 }
 
-struct Events(UnboundedSender<ProcessStatus>);
+struct Events(
+    UnboundedSender<ProcessStatus>,
+    UnboundedSender<(String, f64)>,
+);
 
 impl RuntimeHandler for Events {
     fn on_process_status<'a>(&self, status: ProcessStatus) -> BoxFuture<'a, ()> {
@@ -341,7 +346,13 @@ impl RuntimeHandler for Events {
         async {}.boxed()
     }
 
-    fn on_runtime_status<'a>(&self, _: RuntimeStatus) -> BoxFuture<'a, ()> {
+    /// Usage counters, as the ExeUnit receives them.
+    fn on_runtime_status<'a>(&self, status: RuntimeStatus) -> BoxFuture<'a, ()> {
+        if let Some(ya_runtime_sdk::runtime_api::server::RuntimeStatusKind::Counter(c)) =
+            status.kind
+        {
+            let _ = self.1.send((c.name, c.value));
+        }
         async {}.boxed()
     }
 }
@@ -353,6 +364,7 @@ impl<T: RuntimeService + RuntimeControl> Service for T {}
 pub struct Activity {
     service: Box<dyn Service>,
     events: tokio::sync::Mutex<UnboundedReceiver<ProcessStatus>>,
+    counters: tokio::sync::Mutex<UnboundedReceiver<(String, f64)>>,
     pub hello: Result<String, String>,
     pub start_time: Duration,
     pub workdir: PathBuf,
@@ -367,6 +379,20 @@ impl Activity {
     /// command's return code.
     pub async fn status(&self) -> (Value, i32) {
         self.run("STATUS").await
+    }
+
+    /// The next value the runtime reports for usage counter `name`.
+    pub async fn next_counter(&self, name: &str) -> f64 {
+        let mut counters = self.counters.lock().await;
+        loop {
+            let (got, value) = tokio::time::timeout(Duration::from_secs(5), counters.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {name} counter within 5 s"))
+                .expect("counter channel open");
+            if got == name {
+                return value;
+            }
+        }
     }
 
     /// STATUS, asserting the activity is ready (the message shows why not).

@@ -58,6 +58,8 @@ impl Nginx {
         let locations = prefix.join("conf/ya-runtime-erigon-locations.conf");
         let mut shipped =
             std::fs::read_to_string(conf.join("ya-runtime-erigon-locations.conf")).unwrap();
+        let requests = routes.with_file_name("requests.log");
+        shipped = shipped.replace("@ACCESS_LOG@", &requests.display().to_string());
         if no_auth {
             let auth = "auth_basic \"ya-runtime-erigon\";";
             assert!(shipped.contains(auth));
