@@ -60,6 +60,8 @@ struct RawConfig {
     http_vhosts: Vec<String>,
     erigon_args: Vec<String>,
     rpcdaemon_args: Vec<String>,
+    /// The installed nginx site, checked by `ya-runtime-erigon test`.
+    nginx_site_path: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -144,6 +146,7 @@ impl Default for RawConfig {
             http_vhosts: vec!["localhost".into()],
             erigon_args: vec![],
             rpcdaemon_args: vec![],
+            nginx_site_path: PathBuf::from("/etc/nginx/sites-enabled/ya-runtime-erigon.conf"),
         }
     }
 }
@@ -207,6 +210,7 @@ pub struct Config {
     pub http_vhosts: Vec<String>,
     pub erigon_args: Vec<String>,
     pub rpcdaemon_args: Vec<String>,
+    pub nginx_site_path: PathBuf,
     /// Set when the file still names `passwd_tool_path`, so the log can say it is ignored.
     pub passwd_tool_path: Option<String>,
 }
@@ -280,6 +284,7 @@ impl RawConfig {
             }
         };
         absolute("data_dir", &self.data_dir)?;
+        absolute("nginx_site_path", &self.nginx_site_path)?;
         absolute("passwd_file_path", Path::new(&self.passwd_file_path))?;
         let unsafe_char = self
             .passwd_file_path
@@ -413,6 +418,7 @@ impl RawConfig {
             http_vhosts: self.http_vhosts,
             erigon_args: self.erigon_args,
             rpcdaemon_args: self.rpcdaemon_args,
+            nginx_site_path: self.nginx_site_path,
             passwd_tool_path: self.passwd_tool_path,
             data_dir: self.data_dir,
         })

@@ -13,6 +13,7 @@ pub mod netlock;
 pub mod network;
 pub mod nginx;
 pub mod node;
+pub mod offer;
 pub mod owner;
 pub mod request;
 pub mod runtime;

@@ -233,20 +233,28 @@ impl Runtime for ErigonRuntime {
         })
     }
 
+    /// Run by ya-provider at start-up; a failure keeps the provider from starting, so
+    /// every failure names its fix.
     fn test<'a>(&mut self, _ctx: &mut Context<Self>) -> EmptyResponse<'a> {
         let config = self.config();
         async move {
             let config = config?;
             prepare_dirs(&config).map_err(Error::from_string)?;
-            for (path, key) in [
-                (&config.erigon_path, "erigon_path"),
-                (&config.rpcdaemon_path, "rpcdaemon_path"),
-            ] {
-                crate::node::check_executable(path, key).map_err(Error::from_string)?;
+            let warnings = crate::offer::self_test(&config)
+                .await
+                .map_err(Error::from_string)?;
+            for warning in warnings {
+                log::warn!("test: {warning}");
             }
+            log::info!("test: ok ({})", config.file.display());
             Ok(())
         }
         .boxed_local()
+    }
+
+    fn offer<'a>(&mut self, _ctx: &mut Context<Self>) -> OutputResponse<'a> {
+        let config = self.config();
+        async move { Ok(Some(crate::offer::template(&config?).await)) }.boxed_local()
     }
 }
 

@@ -20,8 +20,12 @@ use serde_json::{json, Value};
 pub fn parse_flags(name: &str, allowed: &[&str], required: &[&str]) -> BTreeMap<String, String> {
     let mut flags = BTreeMap::new();
     for arg in std::env::args().skip(1) {
-        if arg == "--version" {
-            say(&format!("{name} version 3.1.0-standin"));
+        if arg == "--version" && name == "erigon" {
+            say(&format!("{name} version 3.1.0-standin-7d3cab29"));
+            std::process::exit(0);
+        }
+        if arg == "--help" {
+            say(&format!("{name} stand-in; flags: {}", allowed.join(" ")));
             std::process::exit(0);
         }
         let Some((flag, value)) = arg.split_once('=') else {
