@@ -60,3 +60,48 @@ fn the_example_configuration_is_valid() {
         "https://rpc.example.com:8545/sepolia"
     );
 }
+
+#[test]
+fn the_release_tarball_holds_the_descriptor_and_the_runtime() {
+    let out = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = std::process::Command::new("bash")
+        .arg(root.join(".ci/package"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_ya-runtime-erigon"))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let tarball = out.path().join(format!(
+        "ya-runtime-erigon-{}.tar.gz",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let list = std::process::Command::new("tar")
+        .arg("tvzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout);
+    let entries: Vec<(&str, &str)> = listing
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields[0], fields[fields.len() - 1])
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            ("-rw-r--r--", "ya-runtime-erigon.json"),
+            ("drwxr-xr-x", "ya-runtime-erigon/"),
+            ("-rwxr-xr-x", "ya-runtime-erigon/ya-runtime-erigon"),
+        ],
+        "the layout the descriptor's runtime-path expects"
+    );
+}

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: trial [--network NAME] [--keep-files]";
+const USAGE: &str = "usage: trial [--network NAME] [--keep] [--keep-files]";
 
 fn say(line: &str) {
     eprintln!("trial: {line}");
@@ -51,14 +51,47 @@ async fn call(
     Ok((code, response.text().await.unwrap_or_default()))
 }
 
+/// `--keep`: the session stays open and takes commands on stdin, as ya-runtime-dbg
+/// would; `stop` or end of input goes on to the Shutdown.
+async fn interact(
+    activity: &common::Activity,
+    url: &str,
+    user: &str,
+    password: &str,
+) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+    say("session open; commands: status | call METHOD | run COMMAND | stop");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            ["status"] | ["run", "STATUS" | "status"] => {
+                let (status, code) = activity.status().await;
+                println!("{status} (return code {code})");
+            }
+            ["call", method] => {
+                let (code, reply) = call(url, Some((user, password)), method).await?;
+                println!("HTTP {code} {reply}");
+            }
+            ["run", command] => println!("{}", activity.refused(command).await),
+            ["stop"] => break,
+            _ => say("commands: status | call METHOD | run COMMAND | stop"),
+        }
+    }
+    Ok(())
+}
+
 async fn trial() -> Result<(), String> {
     let mut network = "dev".to_string();
     let mut keep_files = false;
+    let mut keep_open = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--network" => network = args.next().ok_or("--network needs a name")?,
             "--keep-files" => keep_files = true,
+            "--keep" => keep_open = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -179,6 +212,10 @@ async fn trial() -> Result<(), String> {
     }
     let (code, _) = call(&url, None, "eth_chainId").await?;
     say(&format!("    without credentials: HTTP {code}"));
+
+    if keep_open {
+        interact(&activity, &url, &user, &password).await?;
+    }
 
     say("5/5 Shutdown (the ExeUnit allows 5 s, then SIGKILLs the runtime)");
     let took = activity.shutdown().await;
