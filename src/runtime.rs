@@ -269,8 +269,6 @@ impl Session {
 }
 
 impl Shared {
-    /// The STATUS line, and the failure reason when failed. Read live: a child that
-    /// died since the last look shows as failed even before the watcher runs.
     /// The node to ask, while the activity is up and its processes live.
     fn probe_target(&self) -> Option<JsonRpc> {
         let session = self.session.as_ref()?;
