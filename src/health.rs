@@ -1,5 +1,6 @@
 //! Asking the node over JSON-RPC whether it answers.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -89,28 +90,31 @@ impl JsonRpc {
     }
 }
 
-/// Waits until rpcdaemon answers `eth_chainId` while both children live. Returns the
-/// chain id; fails naming the child that exited, or the timeout.
+/// Polls `eth_chainId` with backoff until it answers a string, keeping the last
+/// error for the caller's timeout message. The caller bounds it.
+async fn poll_chain_id(rpc: &JsonRpc, last_error: &RefCell<String>) -> String {
+    let mut backoff = Backoff::default();
+    loop {
+        match rpc.call("eth_chainId", json!([])).await {
+            Ok(Value::String(id)) => return id,
+            Ok(other) => *last_error.borrow_mut() = format!("eth_chainId returned {other}"),
+            Err(e) => *last_error.borrow_mut() = e,
+        }
+        backoff.wait().await;
+    }
+}
+
+/// Waits until rpcdaemon answers `eth_chainId` for the right chain while both children
+/// live. Returns the chain id; fails naming the child that exited, or the timeout.
 pub async fn wait_ready(
     rpc: &JsonRpc,
     node: &Node,
     network: &Network,
     deadline: Instant,
 ) -> Result<String, String> {
-    let last_error = std::cell::RefCell::new(String::from("no answer yet"));
-    let probe = async {
-        let mut backoff = Backoff::default();
-        loop {
-            match rpc.call("eth_chainId", json!([])).await {
-                Ok(Value::String(id)) => return id,
-                Ok(other) => *last_error.borrow_mut() = format!("eth_chainId returned {other}"),
-                Err(e) => *last_error.borrow_mut() = e,
-            }
-            backoff.wait().await;
-        }
-    };
+    let last_error = RefCell::new(String::from("no answer yet"));
     tokio::select! {
-        id = probe => check_chain(&id, network).map(|()| id),
+        id = poll_chain_id(rpc, &last_error) => check_chain(&id, network).map(|()| id),
         failure = node.watch() => Err(format!("{failure} during start")),
         _ = tokio::time::sleep_until(deadline.into()) => Err(format!(
             "rpcdaemon did not answer JSON-RPC at {} before the ready timeout (last: {}); logs: {} and {}",
@@ -128,14 +132,14 @@ pub async fn wait_answer(
     network: &Network,
     deadline: Instant,
 ) -> Result<String, String> {
-    let mut backoff = Backoff::default();
-    loop {
-        match rpc.call("eth_chainId", json!([])).await {
-            Ok(Value::String(id)) => return check_chain(&id, network).map(|()| id),
-            Ok(other) => return Err(format!("eth_chainId returned {other}")),
-            Err(e) if Instant::now() >= deadline => return Err(format!("does not answer: {e}")),
-            Err(_) => backoff.wait().await,
-        }
+    let last_error = RefCell::new(String::from("no answer yet"));
+    tokio::select! {
+        id = poll_chain_id(rpc, &last_error) => check_chain(&id, network).map(|()| id),
+        _ = tokio::time::sleep_until(deadline.into()) => Err(format!(
+            "does not answer at {} (last: {})",
+            rpc.url(),
+            last_error.borrow()
+        )),
     }
 }
 
