@@ -136,14 +136,6 @@ impl Child {
         })
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     pub fn log(&self) -> &Path {
         &self.log
     }
@@ -200,8 +192,9 @@ async fn pump(mut from: impl AsyncRead + Unpin, to: RotatingLog) {
     }
 }
 
-/// PATH to find helpers, HOME because Go's libraries look for it, TZ for log times.
-fn child_env() -> Vec<(String, String)> {
+/// The whole environment the node binaries get, whoever runs them: PATH to find
+/// helpers, HOME because Go's libraries look for it, TZ for log times.
+pub fn child_env() -> Vec<(String, String)> {
     let mut env = vec![(
         "PATH".to_string(),
         std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),

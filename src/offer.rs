@@ -63,7 +63,7 @@ async fn run(program: &Path, arg: &str) -> Result<String, String> {
     let child = tokio::process::Command::new(program)
         .arg(arg)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(crate::node::child_env())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(VERSION_TIMEOUT, child)
