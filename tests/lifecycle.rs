@@ -117,8 +117,8 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
     assert_eq!(env, ["HOME", "PATH"], "children get only what they need");
 
     // The node answers JSON-RPC on its port.
-    let reply = json_rpc(&format!("http://127.0.0.1:{http}/"), "eth_chainId").await;
-    assert_eq!(reply["result"], "0x539");
+    let reply = call(&format!("http://127.0.0.1:{http}/"), None, "eth_chainId").await;
+    assert_eq!(reply.result(), "0x539");
 
     // Children's output is in the network's logs, the runtime's in the work folder.
     let erigon_log =

@@ -7,34 +7,9 @@ use common::nginx::{prepare_auth_dir, Nginx, Tls};
 use common::*;
 use serde_json::{json, Value};
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn result(&self) -> Value {
-        serde_json::from_str::<Value>(&self.body)
-            .map(|v| v["result"].clone())
-            .unwrap_or(Value::Null)
-    }
-}
-
+/// eth_chainId through nginx: what most of these tests ask.
 async fn post(url: &str, auth: Option<(&str, &str)>) -> Reply {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut request = client
-        .post(url)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}));
-    if let Some((user, password)) = auth {
-        request = request.basic_auth(user, Some(password));
-    }
-    let response = request.send().await.expect("nginx answers");
-    Reply {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.text().await.unwrap_or_default(),
-    }
+    call(url, auth, "eth_chainId").await
 }
 
 fn creds(status: &Value) -> (String, String) {

@@ -31,26 +31,6 @@ fn say(line: &str) {
     eprintln!("trial: {line}");
 }
 
-async fn call(
-    url: &str,
-    auth: Option<(&str, &str)>,
-    method: &str,
-) -> Result<(u16, String), String> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut request = client
-        .post(url)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}));
-    if let Some((user, password)) = auth {
-        request = request.basic_auth(user, Some(password));
-    }
-    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
-    let code = response.status().as_u16();
-    Ok((code, response.text().await.unwrap_or_default()))
-}
-
 /// `--keep`: the session stays open and takes commands on stdin, as ya-runtime-dbg
 /// would; `stop` or end of input goes on to the Shutdown.
 async fn interact(
@@ -71,8 +51,8 @@ async fn interact(
                 println!("{status} (return code {code})");
             }
             ["call", method] => {
-                let (code, reply) = call(url, Some((user, password)), method).await?;
-                println!("HTTP {code} {reply}");
+                let reply = common::call(url, Some((user, password)), method).await;
+                println!("HTTP {} {}", reply.status, reply.body);
             }
             ["run", command] => println!("{}", activity.refused(command).await),
             ["stop"] => break,
@@ -205,12 +185,13 @@ async fn trial() -> Result<(), String> {
         "4/5 JSON-RPC through nginx at {url}, as the requestor's user would call it"
     ));
     for method in ["eth_chainId", "eth_blockNumber", "web3_clientVersion"] {
-        let (code, reply) = call(&url, Some((&user, &password)), method).await?;
+        let reply = common::call(&url, Some((&user, &password)), method).await;
+        let (code, reply) = (reply.status, reply.body);
         say(&format!(
             "    with the credentials: {method} -> HTTP {code} {reply}"
         ));
     }
-    let (code, _) = call(&url, None, "eth_chainId").await?;
+    let code = common::call(&url, None, "eth_chainId").await.status;
     say(&format!("    without credentials: HTTP {code}"));
 
     if keep_open {
@@ -227,7 +208,9 @@ async fn trial() -> Result<(), String> {
     {
         return Err(format!("{user} is still in the password file after stop"));
     }
-    let (code, _) = call(&url, Some((&user, &password)), "eth_chainId").await?;
+    let code = common::call(&url, Some((&user, &password)), "eth_chainId")
+        .await
+        .status;
     if code != 401 {
         return Err(format!(
             "after stop nginx answered HTTP {code} to the revoked credentials"
