@@ -11,6 +11,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ya_runtime_sdk::{EventEmitter, RuntimeCounter};
 
 /// The usage counter, declared in the plugin descriptor and priced in the preset.
 pub const COUNTER: &str = "golem.usage.erigon.requests";
@@ -55,12 +58,15 @@ impl RequestLog {
         let mut added = Vec::new();
         let read = File::open(&self.path).and_then(|mut f| {
             f.seek(SeekFrom::Start(self.offset))?;
-            f.take(meta.len() - self.offset).read_to_end(&mut added)
+            f.take(meta.len().saturating_sub(self.offset))
+                .read_to_end(&mut added)
         });
         if read.is_err() {
             return 0;
         }
-        self.offset += added.len() as u64;
+        self.offset = self
+            .offset
+            .saturating_add(u64::try_from(added.len()).unwrap_or(u64::MAX));
         self.partial.extend_from_slice(&added);
         // Only complete lines; a line nginx is still writing waits for the next poll.
         let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
@@ -72,6 +78,29 @@ impl RequestLog {
             .filter(|line| counts(line, user))
             .count() as u64
     }
+}
+
+/// Emits the activity's cumulative request count every second as the usage counter
+/// the descriptor declares; the ExeUnit keeps the last value.
+pub fn spawn_counter(
+    mut emitter: EventEmitter,
+    mut log: RequestLog,
+    user: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        let mut total = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            total = total.saturating_add(log.count_new(&user));
+            emitter
+                .counter(RuntimeCounter {
+                    name: COUNTER.to_owned(),
+                    value: total as f64,
+                })
+                .await;
+        }
+    })
 }
 
 /// `<user> <status> …`: this user's request, and not a failed authentication.

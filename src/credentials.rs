@@ -4,8 +4,15 @@
 //! A [`Credentials`] value owns its htpasswd entry: [`Credentials::revoke`] removes it,
 //! and dropping an unrevoked value removes it too, so no path out of an activity
 //! (error, early return, panic unwinding) leaves a password working.
+//!
+//! The password file's lock may be held by another runtime for a while, and bcrypt is
+//! CPU work: issuing and revoking run on tokio's blocking pool, so the runtime's
+//! single-threaded executor keeps answering the ExeUnit meanwhile.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
@@ -39,7 +46,8 @@ pub struct Credentials {
     user: String,
     password: Secret,
     file: HtpasswdFile,
-    revoked: bool,
+    /// Shared with revocations under way, which run without borrowing the value.
+    revoked: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Credentials {
@@ -47,37 +55,42 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("user", &self.user)
             .field("file", &self.file.path())
-            .field("revoked", &self.revoked)
+            .field("revoked", &self.is_revoked())
             .finish_non_exhaustive()
     }
 }
 
 impl Credentials {
     /// Draws a user and a password from the OS CSPRNG and adds the entry.
-    pub fn issue(
+    pub async fn issue(
         file: HtpasswdFile,
         network: &Network,
         length: usize,
         scheme: HashScheme,
         owner: &Owner,
     ) -> Result<Self, String> {
-        let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
-        let hash = scheme.hash(password.expose())?;
-        for _ in 0..3 {
-            let user = format!("{network}-{}", random_lower(USER_RANDOM_LEN));
-            if file.add(&user, &hash, owner)? {
-                return Ok(Self {
-                    user,
-                    password,
-                    file,
-                    revoked: false,
-                });
+        let prefix = network.name().to_owned();
+        let owner = owner.clone();
+        off_executor(move || {
+            let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
+            let hash = scheme.hash(password.expose())?;
+            for _ in 0..3 {
+                let user = format!("{prefix}-{}", random_lower(USER_RANDOM_LEN));
+                if file.add(&user, &hash, &owner)? {
+                    return Ok(Self {
+                        user,
+                        password,
+                        file,
+                        revoked: Arc::new(AtomicBool::new(false)),
+                    });
+                }
             }
-        }
-        Err(format!(
-            "password file {}: three random usernames in a row already existed",
-            file.path().display()
-        ))
+            Err(format!(
+                "password file {}: three random usernames in a row already existed",
+                file.path().display()
+            ))
+        })
+        .await
     }
 
     pub fn user(&self) -> &str {
@@ -89,31 +102,55 @@ impl Credentials {
     }
 
     pub fn is_revoked(&self) -> bool {
-        self.revoked
+        self.revoked.load(Ordering::SeqCst)
     }
 
     /// Removes the entry. Idempotent; on error the value stays unrevoked so a later
-    /// call (or the drop) tries again.
-    pub fn revoke(&mut self) -> Result<(), String> {
-        if !self.revoked {
-            self.file.remove(&self.user)?;
-            self.revoked = true;
-            log::info!(
-                "revoked credentials of user {} in {}",
-                self.user,
-                self.file.path().display()
-            );
+    /// call (or the drop) tries again. The future borrows nothing, so the caller may
+    /// release its hold on the activity's state while the file is rewritten.
+    pub fn revoke(&self) -> impl Future<Output = Result<(), String>> + 'static {
+        let (file, user, revoked) = (self.file.clone(), self.user.clone(), self.revoked.clone());
+        async move {
+            if revoked.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            off_executor(move || remove(&file, &user, &revoked)).await
         }
-        Ok(())
     }
 }
 
+/// The drop path: an error or an unwinding panic left the entry in place. It blocks,
+/// but only on a path where the activity is already lost.
 impl Drop for Credentials {
     fn drop(&mut self) {
-        if let Err(e) = self.revoke() {
+        if self.is_revoked() {
+            return;
+        }
+        if let Err(e) = remove(&self.file, &self.user, &self.revoked) {
             log::error!("could not revoke user {}: {e}", self.user);
         }
     }
+}
+
+fn remove(file: &HtpasswdFile, user: &str, revoked: &AtomicBool) -> Result<(), String> {
+    file.remove(user)?;
+    if !revoked.swap(true, Ordering::SeqCst) {
+        log::info!(
+            "revoked credentials of user {user} in {}",
+            file.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs file work on tokio's blocking pool: waiting for another runtime's lock, or
+/// fsync on a slow disk, must not stall the executor that answers the ExeUnit.
+async fn off_executor<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("password file work did not finish: {e}"))?
 }
 
 fn random_lower(len: usize) -> String {
@@ -127,31 +164,30 @@ fn random_lower(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::Networks;
+    use crate::network::test_network;
 
     fn sepolia() -> Network {
-        Networks::new([("sepolia".to_string(), 1)].into(), 30303, 8555)
-            .unwrap()
-            .resolve("sepolia")
-            .unwrap()
+        test_network("sepolia", 1)
     }
 
-    #[test]
-    fn issues_a_verifiable_entry_and_revokes_it() {
+    #[tokio::test]
+    async fn issues_a_verifiable_entry_and_revokes_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h");
         let file = HtpasswdFile::new(path.clone());
-        let mut creds = Credentials::issue(
+        let creds = Credentials::issue(
             file.clone(),
             &sepolia(),
             20,
             HashScheme::Bcrypt { cost: 4 },
             &Owner::current().unwrap(),
         )
+        .await
         .unwrap();
         assert!(creds.user().starts_with("sepolia-"));
         assert_eq!(creds.user().len(), "sepolia-".len() + USER_RANDOM_LEN);
         let pw = creds.password().expose().to_owned();
+
         assert_eq!(pw.len(), 20);
         assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -162,12 +198,14 @@ mod tests {
         assert!(hash.starts_with("$2y$04$"), "{hash}");
         assert!(bcrypt::verify(&pw, hash).unwrap());
         assert!(!format!("{creds:?}").contains(&pw));
-        creds.revoke().unwrap();
-        creds.revoke().unwrap();
+        assert!(!creds.is_revoked());
+        creds.revoke().await.unwrap();
+        assert!(creds.is_revoked());
+        creds.revoke().await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     }
 
-    fn issue(file: &HtpasswdFile) -> Credentials {
+    async fn issue(file: &HtpasswdFile) -> Credentials {
         Credentials::issue(
             file.clone(),
             &sepolia(),
@@ -175,15 +213,17 @@ mod tests {
             HashScheme::Ssha,
             &Owner::current().unwrap(),
         )
+        .await
         .unwrap()
     }
 
-    #[test]
-    fn dropping_unrevoked_credentials_removes_the_entry() {
+    #[tokio::test]
+    async fn dropping_unrevoked_credentials_removes_the_entry() {
         let dir = tempfile::tempdir().unwrap();
         let file = HtpasswdFile::new(dir.path().join("h"));
-        let a = issue(&file);
-        let b = issue(&file);
+        let a = issue(&file).await;
+        let b = issue(&file).await;
+        assert!(file.contains(a.user()).unwrap());
         assert_ne!(a.user(), b.user());
         assert_ne!(a.password().expose(), b.password().expose());
         let b_user = b.user().to_owned();

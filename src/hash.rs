@@ -38,7 +38,7 @@ impl HashScheme {
             "bcrypt" => Ok(Self::Bcrypt { cost: bcrypt_cost }),
             other => Err(format!(
                 "key `password_hash`: \"{}\" is not a scheme; accepted: {}",
-                crate::network::printable(other),
+                crate::text::printable(other),
                 Self::NAMES
             )),
         }

@@ -1,14 +1,14 @@
-//! Asking the node over JSON-RPC whether it answers.
+//! Asking a node over JSON-RPC whether it answers, for which chain, and how it is doing.
 
 use std::cell::RefCell;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::backoff::Backoff;
 use crate::network::Network;
-use crate::node::Node;
 
 /// STATUS waits at most this long for the node: a requestor's batch must not hang on
 /// a node that is busy.
@@ -17,23 +17,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A probe that hangs longer than this is retried rather than waited for.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Delays between readiness probes on loopback: quick at first, since a local node
-/// often answers within milliseconds, then every 200 ms so a slow one is not hammered.
-pub struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self(Duration::from_millis(10))
-    }
-}
-
-impl Backoff {
-    pub async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_millis(200));
-    }
-}
-
 #[derive(Clone)]
 pub struct JsonRpc {
     client: reqwest::Client,
@@ -41,7 +24,7 @@ pub struct JsonRpc {
 }
 
 impl JsonRpc {
-    pub fn new(addr: IpAddr, port: u16) -> Result<Self, String> {
+    pub fn new(addr: SocketAddr) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             // A provider's HTTP_PROXY must not capture calls to its own loopback.
             .no_proxy()
@@ -51,13 +34,10 @@ impl JsonRpc {
             .timeout(CALL_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let host = match addr {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("[{v6}]"),
-        };
         Ok(Self {
             client,
-            url: format!("http://{host}:{port}/"),
+            // SocketAddr's Display brackets an IPv6 address, as a URL needs.
+            url: format!("http://{addr}/"),
         })
     }
 
@@ -92,7 +72,7 @@ impl JsonRpc {
 
 /// Polls `eth_chainId` with backoff until it answers a string, keeping the last
 /// error for the caller's timeout message. The caller bounds it.
-async fn poll_chain_id(rpc: &JsonRpc, last_error: &RefCell<String>) -> String {
+pub async fn poll_chain_id(rpc: &JsonRpc, last_error: &RefCell<String>) -> String {
     let mut backoff = Backoff::default();
     loop {
         match rpc.call("eth_chainId", json!([])).await {
@@ -101,28 +81,6 @@ async fn poll_chain_id(rpc: &JsonRpc, last_error: &RefCell<String>) -> String {
             Err(e) => *last_error.borrow_mut() = e,
         }
         backoff.wait().await;
-    }
-}
-
-/// Waits until rpcdaemon answers `eth_chainId` for the right chain while both children
-/// live. Returns the chain id; fails naming the child that exited, or the timeout.
-pub async fn wait_ready(
-    rpc: &JsonRpc,
-    node: &Node,
-    network: &Network,
-    deadline: Instant,
-) -> Result<String, String> {
-    let last_error = RefCell::new(String::from("no answer yet"));
-    tokio::select! {
-        id = poll_chain_id(rpc, &last_error) => check_chain(&id, network).map(|()| id),
-        failure = node.watch() => Err(format!("{failure} during start")),
-        _ = tokio::time::sleep_until(deadline.into()) => Err(format!(
-            "rpcdaemon did not answer JSON-RPC at {} before the ready timeout (last: {}); logs: {} and {}",
-            rpc.url(),
-            last_error.borrow(),
-            node.erigon.log().display(),
-            node.rpcdaemon.log().display()
-        )),
     }
 }
 
@@ -253,10 +211,17 @@ pub async fn probe(rpc: &JsonRpc) -> NodeReport {
         Some(HeadReport {
             number,
             timestamp,
-            age_secs: now as i64 - timestamp as i64,
+            age_secs: age_secs(now, timestamp),
         })
     });
     report
+}
+
+/// How far `timestamp` lies behind `now`, negative for a block from the future. The
+/// timestamp is the node's word, so any u64 must give an answer, not an overflow.
+fn age_secs(now: u64, timestamp: u64) -> i64 {
+    let clamp = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+    clamp(now).saturating_sub(clamp(timestamp))
 }
 
 /// A JSON-RPC quantity ("0x1a") as a number.
@@ -267,20 +232,38 @@ fn hex(value: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::Networks;
+    use crate::network::{NetworkSpec, Networks};
+
+    fn one(name: &str) -> Network {
+        Networks::new(
+            [(name.to_string(), NetworkSpec::managed(0))].into(),
+            30303,
+            8555,
+        )
+        .unwrap()
+        .resolve(name)
+        .unwrap()
+    }
 
     #[test]
     fn a_node_on_another_chain_is_refused() {
-        let nets = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555).unwrap();
-        let dev = nets.resolve("dev").unwrap();
+        let dev = one("dev");
         assert!(check_chain("0x539", &dev).is_ok());
         let err = check_chain("0x1", &dev).unwrap_err();
         assert!(err.contains("network dev is chain 1337 (0x539)"), "{err}");
-        let custom = Networks::new([("mychain".to_string(), 0)].into(), 30303, 8555).unwrap();
         assert!(
-            check_chain("0x1", &custom.resolve("mychain").unwrap()).is_ok(),
+            check_chain("0x1", &one("mychain")).is_ok(),
             "unknown chains are not judged"
         );
+    }
+
+    #[test]
+    fn a_hostile_block_timestamp_gives_an_age_not_an_overflow() {
+        assert_eq!(age_secs(100, 40), 60);
+        assert_eq!(age_secs(100, 160), -60);
+        assert_eq!(age_secs(100, u64::MAX), 100 - i64::MAX);
+        assert_eq!(age_secs(u64::MAX, 0), i64::MAX);
+        assert_eq!(age_secs(0, u64::MAX), -i64::MAX);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! revoking (see `owner`). On add it is written before the entry and on remove after
 //! it, so a crash between the two leaves at worst an owner record without an entry,
 //! never an entry nobody will sweep.
+//!
+//! Every call here blocks: on the lock, which another runtime may hold, and on fsync.
+//! The runtime makes them from tokio's blocking pool (see `credentials` and `session`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

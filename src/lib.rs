@@ -2,9 +2,12 @@
 //! endpoints, one node per network, behind nginx basic auth with per-activity
 //! credentials. See README.md for how the pieces fit.
 
+pub mod backoff;
 pub mod billing;
+pub mod child;
 pub mod config;
 pub mod credentials;
+pub mod deploy;
 pub mod hash;
 pub mod health;
 pub mod htpasswd;
@@ -13,11 +16,16 @@ pub mod netlock;
 pub mod network;
 pub mod nginx;
 pub mod node;
+pub mod nodespec;
 pub mod offer;
 pub mod owner;
+pub mod ports;
 pub mod request;
 pub mod runtime;
+pub mod session;
+pub mod signals;
 pub mod status;
+pub mod text;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -42,7 +50,7 @@ pub async fn run() -> ExitCode {
     }
     let args: Vec<String> = std::env::args()
         .skip(1)
-        .map(|a| network::printable(&a))
+        .map(|a| text::printable(&a))
         .collect();
     log::info!(
         "{NAME} {} (pid {}): {}",

@@ -3,15 +3,12 @@
 //! Under ya-provider the ExeUnit's stdio is null, so whatever is not in a file is lost;
 //! and stdout is the protobuf channel, so nothing but the SDK may write there.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use file_rotate::compression::Compression;
-use file_rotate::suffix::AppendCount;
-use file_rotate::{ContentLimit, FileRotate};
 use log::{Level, Log, Metadata, Record};
 
 /// Name of the runtime's log in the activity's work folder.
@@ -20,11 +17,24 @@ const RUNTIME_LOG_BYTES: usize = 4 * 1024 * 1024;
 const RUNTIME_LOG_FILES: usize = 2;
 const LOG_MODE: u32 = 0o640;
 
-/// A rotating file any number of writers can share.
+/// A size-capped log file with `keep` rotated copies (`<file>.1` newest), shared by
+/// any number of writers.
+///
+/// Hand-written rather than file-rotate, whose rotation `expect`s and `unwrap`s on I/O
+/// errors (a log folder removed by an operator would panic the runtime). Here every
+/// I/O error is swallowed: a failing log never takes the runtime or its node down, and
+/// the next write tries again.
 #[derive(Clone)]
 pub struct RotatingLog {
     path: PathBuf,
-    inner: Arc<Mutex<FileRotate<AppendCount>>>,
+    max_bytes: u64,
+    keep: usize,
+    inner: Arc<Mutex<Current>>,
+}
+
+struct Current {
+    file: Option<File>,
+    written: u64,
 }
 
 impl RotatingLog {
@@ -35,23 +45,17 @@ impl RotatingLog {
             .ok_or_else(|| format!("log file {} has no folder", path.display()))?;
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create log folder {}: {e}", dir.display()))?;
-        // file-rotate panics where it cannot create or open; find that out here first.
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(LOG_MODE)
-            .open(path)
+        let file = open_append(path)
             .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-        let rotate = FileRotate::new(
-            path,
-            AppendCount::new(keep),
-            ContentLimit::BytesSurpassed(max_bytes.max(1)),
-            Compression::None,
-            Some(LOG_MODE),
-        );
+        let written = file.metadata().map_or(0, |m| m.len());
         Ok(Self {
             path: path.to_path_buf(),
-            inner: Arc::new(Mutex::new(rotate)),
+            max_bytes: u64::try_from(max_bytes).unwrap_or(u64::MAX).max(1),
+            keep,
+            inner: Arc::new(Mutex::new(Current {
+                file: Some(file),
+                written,
+            })),
         })
     }
 
@@ -61,16 +65,72 @@ impl RotatingLog {
 
     /// Writes one chunk; a failing log never takes the runtime down.
     pub fn write(&self, bytes: &[u8]) {
-        if let Ok(mut file) = self.inner.lock() {
-            let _ = file.write_all(bytes);
-            let _ = file.flush();
+        let mut current = match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.write_locked(&mut current, bytes);
+    }
+
+    /// Like [`RotatingLog::write`], but gives up rather than wait for the lock: for
+    /// the panic hook, which may run while this thread holds it.
+    fn try_write(&self, bytes: &[u8]) {
+        if let Ok(mut current) = self.inner.try_lock() {
+            self.write_locked(&mut current, bytes);
         }
+    }
+
+    fn write_locked(&self, current: &mut Current, bytes: &[u8]) {
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        if current.written > 0 && current.written.saturating_add(len) > self.max_bytes {
+            current.file = None;
+            self.rotate();
+            current.written = 0;
+        }
+        if current.file.is_none() {
+            current.file = open_append(&self.path).ok();
+            current.written = current
+                .file
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map_or(0, |m| m.len());
+        }
+        if let Some(file) = current.file.as_mut() {
+            if file.write_all(bytes).is_ok() {
+                current.written = current.written.saturating_add(len);
+            }
+        }
+    }
+
+    /// `<file>.N-1` → `<file>.N` … `<file>` → `<file>.1`; the oldest is overwritten.
+    fn rotate(&self) {
+        let numbered = |n: usize| {
+            let mut name = self.path.as_os_str().to_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+            return;
+        }
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        let _ = std::fs::rename(&self.path, numbered(1));
     }
 
     pub fn banner(&self, text: &str) {
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         self.write(format!("=== {now} ya-runtime-erigon: {text} ===\n").as_bytes());
     }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(LOG_MODE)
+        .open(path)
 }
 
 impl Write for RotatingLog {
@@ -121,6 +181,7 @@ pub fn init(workdir: Option<&Path>) -> Result<Option<PathBuf>, String> {
             let log =
                 RotatingLog::open(&dir.join(RUNTIME_LOG), RUNTIME_LOG_BYTES, RUNTIME_LOG_FILES)?;
             let path = log.path().to_path_buf();
+            log_panics_to(log.clone());
             builder.target(env_logger::Target::Pipe(Box::new(log)));
             Some(path)
         }
@@ -135,6 +196,18 @@ pub fn init(workdir: Option<&Path>) -> Result<Option<PathBuf>, String> {
         .map_err(|e| format!("cannot install the logger: {e}"))?;
     log::set_max_level(max);
     Ok(path)
+}
+
+/// Under the ExeUnit stderr goes nowhere, so a panic's message would be lost: it is
+/// written to the runtime's log too, directly (not through `log`, whose writer the
+/// panicking thread may hold), and then the default hook runs as before.
+fn log_panics_to(log: RotatingLog) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        log.try_write(format!("[{now} ERROR panic] the runtime panicked: {info}\n").as_bytes());
+        default(info);
+    }));
 }
 
 #[cfg(test)]
@@ -157,6 +230,21 @@ mod tests {
         let files = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(files, 3, "current file plus 2 rotated");
         assert!(total <= 3 * 1100, "{total} bytes");
+    }
+
+    #[test]
+    fn a_removed_log_folder_is_recreated_on_rotation_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("logs");
+        let path = sub.join("x.log");
+        let log = RotatingLog::open(&path, 100, 1).unwrap();
+        log.write(&[b'a'; 80]);
+        std::fs::remove_dir_all(&sub).unwrap();
+        log.write(&[b'b'; 80]);
+        assert!(!path.exists(), "the folder is gone; the write is dropped");
+        std::fs::create_dir_all(&sub).unwrap();
+        log.write(b"back\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "back\n");
     }
 
     #[test]

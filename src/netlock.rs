@@ -153,14 +153,11 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::Networks;
+    use crate::network::test_network;
 
     fn dev_lock() -> (tempfile::TempDir, Network, PathBuf, Instant) {
         let dir = tempfile::tempdir().unwrap();
-        let net = Networks::new([("dev".to_string(), 0)].into(), 30303, 8555)
-            .unwrap()
-            .resolve("dev")
-            .unwrap();
+        let net = test_network("dev", 0);
         let path = dir.path().join("dev.lock");
         (dir, net, path, Instant::now() + Duration::from_secs(60))
     }

@@ -7,6 +7,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::ports::{Ports, PortsError, SLOT_STRIDE};
+use crate::text::printable;
+
 /// Chains the Erigon project has shut down or removed. Requests for them get a specific
 /// answer instead of "unknown network", because requestors still send them.
 pub const RETIRED: &[&str] = &[
@@ -30,21 +35,89 @@ pub const DEFAULT_NETWORKS: &[(&str, u16)] = &[
     ("dev", 5),
 ];
 
-/// How many ports of `port_base` one slot owns. Erigon's own listeners use 11 of them;
-/// the rest leave room for listeners a later Erigon may add without renumbering.
-pub const SLOT_STRIDE: u16 = 20;
-/// Erigon runs one devp2p sentry per protocol version on consecutive allowed ports.
-const P2P_PORTS: u16 = 5;
+/// Who runs a network's node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The runtime starts a node for each activity and stops it at the end.
+    #[default]
+    Managed,
+    /// The operator runs one long-lived node on the network's rpcdaemon port, and
+    /// activities only get access to it.
+    Shared,
+}
 
-/// A network name this provider accepts. Only [`Networks::resolve`] makes one, so a
-/// `Network` in hand is known to be configured, and its name is safe as a path segment.
+impl Mode {
+    fn is_managed(&self) -> bool {
+        *self == Mode::Managed
+    }
+}
+
+/// One entry of the configuration's `networks` map, exactly as the operator writes it.
+/// A new per-network key is a field here and nowhere else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub slot: u16,
+    /// Erigon's `--chain`, when it differs from the network's name (`"ethereum"` served
+    /// by `--chain=mainnet`, or a second datadir of one chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// The eth_chainId the node must answer, for chains the runtime does not know: a
+    /// number, or a hex string as nodes answer it (`"0x539"`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "chain_id_number_or_hex"
+    )]
+    pub chain_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Mode::is_managed")]
+    pub mode: Mode,
+}
+
+impl NetworkSpec {
+    /// A managed network on `slot`, with its name as its chain.
+    pub fn managed(slot: u16) -> Self {
+        Self {
+            slot,
+            chain: None,
+            chain_id: None,
+            mode: Mode::Managed,
+        }
+    }
+}
+
+fn chain_id_number_or_hex<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    let bad = |shown: String| {
+        serde::de::Error::custom(format!(
+            "{shown} is not a chain id; accepted: a number such as 1337 or a hex string such as \"0x539\""
+        ))
+    };
+    match Id::deserialize(de).map_err(|_| bad("this value".into()))? {
+        Id::Number(n) => Ok(Some(n)),
+        Id::Text(s) => s
+            .strip_prefix("0x")
+            .filter(|h| !h.is_empty() && h.len() <= 16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .map(Some)
+            .ok_or_else(|| bad(format!("\"{}\"", printable(&s)))),
+    }
+}
+
+/// A network name this provider accepts. Only [`Networks`] makes one, so a `Network`
+/// in hand is known to be configured, its name is safe as a path segment, and its
+/// ports fit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
     name: String,
-    slot: u16,
-    chain: String,
-    chain_id: Option<u64>,
-    shared: bool,
+    spec: NetworkSpec,
+    ports: Ports,
 }
 
 impl Network {
@@ -54,23 +127,29 @@ impl Network {
 
     /// Erigon's `--chain`: the network's name unless the configuration says otherwise.
     pub fn chain(&self) -> &str {
-        &self.chain
+        self.spec.chain.as_deref().unwrap_or(&self.name)
     }
 
-    /// Shared: the operator runs one long-lived node and activities only get access to
-    /// it. Managed (the default): each activity runs its own node.
+    pub fn mode(&self) -> Mode {
+        self.spec.mode
+    }
+
     pub fn is_shared(&self) -> bool {
-        self.shared
+        self.spec.mode == Mode::Shared
     }
 
     /// The eth_chainId the node must answer: configured, or known for Erigon's chains.
     /// A node answering another is serving the wrong network.
     pub fn expected_chain_id(&self) -> Option<u64> {
-        self.chain_id.or_else(|| known_chain_id(&self.chain))
+        self.spec.chain_id.or_else(|| known_chain_id(self.chain()))
     }
 
     pub fn slot(&self) -> u16 {
-        self.slot
+        self.spec.slot
+    }
+
+    pub fn ports(&self) -> Ports {
+        self.ports
     }
 }
 
@@ -83,27 +162,34 @@ impl fmt::Display for Network {
 /// The accepted networks, validated once when the configuration is loaded.
 #[derive(Clone, Debug)]
 pub struct Networks {
-    by_name: BTreeMap<String, u16>,
-    chains: BTreeMap<String, String>,
-    chain_ids: BTreeMap<String, u64>,
-    shared: std::collections::BTreeSet<String>,
+    by_name: BTreeMap<String, Network>,
 }
 
 impl Networks {
-    /// Checks names and slots; the error names the offending entry and what is accepted.
+    /// Checks names, chains, slots and the ports they give with `port_base` and
+    /// `http_port`; the error names the offending entry and what is accepted.
     pub fn new(
-        entries: BTreeMap<String, u16>,
+        specs: BTreeMap<String, NetworkSpec>,
         port_base: u16,
         http_port: u16,
     ) -> Result<Self, String> {
-        if entries.is_empty() {
+        if specs.is_empty() {
             return Err("`networks` is empty; list at least one network".into());
         }
         let mut seen: BTreeMap<u16, &str> = BTreeMap::new();
-        for (name, &slot) in &entries {
+        let mut by_name = BTreeMap::new();
+        for (name, spec) in &specs {
+            let slot = spec.slot;
             if !is_valid_name(name) {
                 return Err(format!(
-                    "`networks.{name}`: a network name is 1 to 32 characters of a-z, 0-9 and '-', starting with a letter or digit"
+                    "`networks.{}`: a network name is 1 to 32 characters of a-z, 0-9 and '-', starting with a letter or digit",
+                    printable(name)
+                ));
+            }
+            if let Some(chain) = spec.chain.as_deref().filter(|c| !is_valid_name(c)) {
+                return Err(format!(
+                    "`networks.{name}.chain`: \"{}\" is not a chain name; accepted: 1 to 32 characters of a-z, 0-9 and '-'",
+                    printable(chain)
                 ));
             }
             if let Some(other) = seen.insert(slot, name) {
@@ -111,110 +197,60 @@ impl Networks {
                     "`networks.{name}.slot` is {slot}, the same as `networks.{other}.slot`; every network needs its own slot"
                 ));
             }
-            if u32::from(port_base) + u32::from(slot + 1) * u32::from(SLOT_STRIDE) > 65_536
-                || slot > 999
-            {
-                return Err(format!(
+            let ports = Ports::new(slot, port_base, http_port).map_err(|e| match e {
+                PortsError::Node => format!(
                     "`networks.{name}.slot` is {slot}: with `port_base` {port_base} its ports would pass 65535; use a smaller slot or port_base"
-                ));
-            }
-            if u32::from(http_port) + u32::from(slot) > 65_535 {
-                return Err(format!(
+                ),
+                PortsError::Http => format!(
                     "`networks.{name}.slot` is {slot}: `erigon_http_port` {http_port} + slot passes 65535"
-                ));
-            }
+                ),
+            })?;
+            let network = Network {
+                name: name.clone(),
+                spec: spec.clone(),
+                ports,
+            };
+            by_name.insert(name.clone(), network);
         }
-        let max_slot = *seen.keys().next_back().unwrap_or(&0);
+        let max_slot = u32::from(*seen.keys().next_back().unwrap_or(&0));
+        // u16 inputs: none of these sums can overflow a u32.
         let erigon_range = (
             u32::from(port_base),
-            u32::from(port_base) + (u32::from(max_slot) + 1) * u32::from(SLOT_STRIDE) - 1,
+            u32::from(port_base) + (max_slot + 1) * u32::from(SLOT_STRIDE) - 1,
         );
-        let http_range = (
-            u32::from(http_port),
-            u32::from(http_port) + u32::from(max_slot),
-        );
+        let http_range = (u32::from(http_port), u32::from(http_port) + max_slot);
         if http_range.0 <= erigon_range.1 && erigon_range.0 <= http_range.1 {
             return Err(format!(
                 "`erigon_http_port` range {}-{} overlaps the node ports {}-{} derived from `port_base`; move one of them",
                 http_range.0, http_range.1, erigon_range.0, erigon_range.1
             ));
         }
-        Ok(Self {
-            by_name: entries,
-            chains: BTreeMap::new(),
-            chain_ids: BTreeMap::new(),
-            shared: Default::default(),
-        })
-    }
-
-    /// Networks whose Erigon `--chain` differs from their name (`"ethereum"` served by
-    /// `--chain=mainnet`, or a second datadir of one chain).
-    pub fn with_chains(mut self, chains: BTreeMap<String, String>) -> Result<Self, String> {
-        for (name, chain) in &chains {
-            if !is_valid_name(chain) {
-                return Err(format!(
-                    "`networks.{name}.chain`: \"{}\" is not a chain name; accepted: 1 to 32 characters of a-z, 0-9 and '-'",
-                    printable(chain)
-                ));
-            }
-        }
-        self.chains = chains;
-        Ok(self)
-    }
-
-    /// Chain ids for chains Erigon knows under other names, or custom chains.
-    pub fn with_chain_ids(mut self, chain_ids: BTreeMap<String, u64>) -> Self {
-        self.chain_ids = chain_ids;
-        self
-    }
-
-    /// Networks whose node the operator runs (see [`Network::is_shared`]).
-    pub fn with_shared(mut self, shared: std::collections::BTreeSet<String>) -> Self {
-        self.shared = shared;
-        self
-    }
-
-    fn network(&self, name: &str, slot: u16) -> Network {
-        Network {
-            name: name.to_owned(),
-            slot,
-            chain: self
-                .chains
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| name.to_owned()),
-            chain_id: self.chain_ids.get(name).copied(),
-            shared: self.shared.contains(name),
-        }
+        Ok(Self { by_name })
     }
 
     /// Turns a requested name into a [`Network`], or says why not and what is accepted.
     pub fn resolve(&self, requested: &str) -> Result<Network, String> {
-        if let Some(&slot) = self.by_name.get(requested) {
-            return Ok(self.network(requested, slot));
+        if let Some(network) = self.by_name.get(requested) {
+            return Ok(network.clone());
         }
         let shown = printable(requested);
-        if RETIRED.contains(&requested) {
-            Err(format!(
-                "network \"{shown}\" is retired and no longer served by Erigon; accepted: {}",
-                self.accepted()
-            ))
+        let why = if RETIRED.contains(&requested) {
+            "is retired and no longer served by Erigon"
         } else {
-            Err(format!(
-                "network \"{shown}\" is not served by this provider; accepted: {}",
-                self.accepted()
-            ))
-        }
+            "is not served by this provider"
+        };
+        Err(format!(
+            "network \"{shown}\" {why}; accepted: {}",
+            self.accepted()
+        ))
     }
 
     pub fn accepted(&self) -> String {
         self.by_name.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
-    pub fn all(&self) -> impl Iterator<Item = Network> + '_ {
-        self.by_name
-            .iter()
-            .map(|(name, &slot)| self.network(name, slot))
+    pub fn all(&self) -> impl Iterator<Item = &Network> + '_ {
+        self.by_name.values()
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -222,13 +258,13 @@ impl Networks {
     }
 }
 
-/// eth_chainId of the chains Erigon ships (see the facts file).
+/// eth_chainId of the chains Erigon 3 ships. Retired chains are not listed: a network
+/// may still name one with `chain`, and then its `chain_id` must be configured.
 pub fn known_chain_id(chain: &str) -> Option<u64> {
     Some(match chain {
         "mainnet" => 1,
         "sepolia" => 11_155_111,
         "hoodi" => 560_048,
-        "holesky" => 17_000,
         "gnosis" => 100,
         "chiado" => 10_200,
         "dev" => 1337,
@@ -245,56 +281,13 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
-/// Shortens and escapes untrusted input before it is echoed in an error or a log line.
-pub fn printable(input: &str) -> String {
-    const MAX: usize = 64;
-    let mut out: String = input
-        .chars()
-        .take(MAX)
-        .flat_map(char::escape_default)
-        .collect();
-    if input.chars().count() > MAX {
-        out.push_str(&format!("… ({} bytes)", input.len()));
-    }
-    out
-}
-
-/// Every port one network's node listens on. Derived, never stored, so two networks
-/// can only collide if their slots do, which [`Networks::new`] refuses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ports {
-    pub p2p: u16,
-    pub torrent: u16,
-    pub authrpc: u16,
-    pub private_api: u16,
-    pub caplin_discovery: u16,
-    pub caplin_tcp: u16,
-    pub sentinel: u16,
-    /// rpcdaemon's JSON-RPC port, the one nginx proxies to.
-    pub http: u16,
-}
-
-impl Ports {
-    pub fn for_network(network: &Network, port_base: u16, http_port: u16) -> Self {
-        let base = port_base + network.slot * SLOT_STRIDE;
-        Self {
-            p2p: base,
-            torrent: base + P2P_PORTS,
-            authrpc: base + P2P_PORTS + 1,
-            private_api: base + P2P_PORTS + 2,
-            caplin_discovery: base + P2P_PORTS + 3,
-            caplin_tcp: base + P2P_PORTS + 4,
-            sentinel: base + P2P_PORTS + 5,
-            http: http_port + network.slot,
-        }
-    }
-
-    /// The value of erigon's `--p2p.allowed-ports`.
-    pub fn p2p_allowed(&self) -> String {
-        (self.p2p..self.p2p + P2P_PORTS)
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+/// A network of its own on `slot`, with the default ports, for other modules' tests.
+#[cfg(test)]
+pub fn test_network(name: &str, slot: u16) -> Network {
+    let specs = [(name.to_string(), NetworkSpec::managed(slot))].into();
+    match Networks::new(specs, 30303, 8555).and_then(|n| n.resolve(name)) {
+        Ok(network) => network,
+        Err(e) => panic!("test network {name}: {e}"),
     }
 }
 
@@ -302,12 +295,15 @@ impl Ports {
 mod tests {
     use super::*;
 
-    fn defaults() -> Networks {
-        let map = DEFAULT_NETWORKS
+    fn managed(entries: &[(&str, u16)]) -> BTreeMap<String, NetworkSpec> {
+        entries
             .iter()
-            .map(|(n, s)| (n.to_string(), *s))
-            .collect();
-        Networks::new(map, 30303, 8555).expect("defaults are valid")
+            .map(|(n, s)| (n.to_string(), NetworkSpec::managed(*s)))
+            .collect()
+    }
+
+    fn defaults() -> Networks {
+        Networks::new(managed(DEFAULT_NETWORKS), 30303, 8555).expect("defaults are valid")
     }
 
     #[test]
@@ -326,7 +322,7 @@ mod tests {
         let nets = defaults();
         let mut used = std::collections::HashSet::new();
         for net in nets.all() {
-            let p = Ports::for_network(&net, 30303, 8555);
+            let p = net.ports();
             let all = [
                 p.torrent,
                 p.authrpc,
@@ -337,43 +333,68 @@ mod tests {
                 p.http,
             ]
             .into_iter()
-            .chain(p.p2p..p.p2p + P2P_PORTS);
+            .chain(p.p2p..p.p2p + 5);
             for port in all {
                 assert!(used.insert(port), "port {port} used twice");
             }
         }
-        let mainnet = nets.resolve("mainnet").unwrap();
-        let p = Ports::for_network(&mainnet, 30303, 8555);
+        let p = nets.resolve("mainnet").unwrap().ports();
         assert_eq!(p.p2p_allowed(), "30303,30304,30305,30306,30307");
         assert_eq!(p.http, 8555);
     }
 
     #[test]
     fn refuses_duplicate_slots_bad_names_and_overlapping_ranges() {
-        let dup = [("a".to_string(), 1), ("b".to_string(), 1)].into();
-        assert!(Networks::new(dup, 30303, 8555)
-            .unwrap_err()
-            .contains("same as"));
-        let bad = [("Main Net".to_string(), 0)].into();
-        assert!(Networks::new(bad, 30303, 8555).unwrap_err().contains("a-z"));
-        let overlap = [("a".to_string(), 0)].into();
-        assert!(Networks::new(overlap, 8550, 8555)
-            .unwrap_err()
-            .contains("overlaps"));
-        let high = [("a".to_string(), 900)].into();
-        assert!(Networks::new(high, 60000, 8555)
-            .unwrap_err()
-            .contains("65535"));
+        let new = |entries: &[(&str, u16)], base, http| {
+            Networks::new(managed(entries), base, http).unwrap_err()
+        };
+        assert!(new(&[("a", 1), ("b", 1)], 30303, 8555).contains("same as"));
+        assert!(new(&[("Main Net", 0)], 30303, 8555).contains("a-z"));
+        assert!(new(&[("a", 0)], 8550, 8555).contains("overlaps"));
+        assert!(new(&[("a", 900)], 60000, 8555).contains("65535"));
+    }
+
+    /// `slot + 1` in u16 once panicked here in a debug build; every edge now gives an
+    /// error that names the key.
+    #[test]
+    fn slots_and_ports_at_u16_edges_are_errors_not_panics() {
+        for (slot, base, http) in [
+            (u16::MAX, 30303, 8555),
+            (u16::MAX - 1, 1, 8555),
+            (1000, 1, 8555),
+            (0, u16::MAX, 8555),
+            (1, 30303, u16::MAX),
+            (999, 1, u16::MAX - 999 + 1),
+        ] {
+            let err = Networks::new(managed(&[("a", slot)]), base, http).unwrap_err();
+            assert!(
+                err.contains("`networks.a.slot`"),
+                "{slot} {base} {http}: {err}"
+            );
+        }
+        let top = Networks::new(managed(&[("a", 0)]), 65_516, 8555).unwrap();
+        assert_eq!(top.resolve("a").unwrap().ports().sentinel, 65_526);
     }
 
     #[test]
-    fn printable_escapes_and_truncates() {
-        assert_eq!(printable("a\"b\n"), "a\\\"b\\n");
-        let long = "x".repeat(10_000);
-        let shown = printable(&long);
-        assert!(
-            shown.len() < 100 && shown.contains("10000 bytes"),
-            "{shown}"
-        );
+    fn a_chain_id_is_a_number_or_a_hex_string() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<NetworkSpec>(v);
+        let spec = parse(serde_json::json!({"slot": 0, "chain_id": "0x539"})).unwrap();
+        assert_eq!(spec.chain_id, Some(1337));
+        let spec = parse(serde_json::json!({"slot": 0, "chain_id": 1337})).unwrap();
+        assert_eq!(spec.chain_id, Some(1337));
+        for bad in [
+            serde_json::json!("539"),
+            serde_json::json!("0x"),
+            serde_json::json!("0xzz"),
+            serde_json::json!("0x11111111111111111"),
+            serde_json::json!(-1),
+            serde_json::json!(true),
+        ] {
+            let err = parse(serde_json::json!({"slot": 0, "chain_id": bad}))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not a chain id; accepted"), "{bad}: {err}");
+        }
     }
 }

@@ -8,14 +8,12 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::network::Ports;
 
 pub fn routes_path(config: &Config) -> PathBuf {
-    config.data_dir.join("nginx").join("routes.conf")
+    config.data_dir().join("nginx").join("routes.conf")
 }
 
 /// Idle connections nginx keeps open to each rpcdaemon: without an `upstream` block
@@ -25,24 +23,21 @@ const KEEPALIVE: u32 = 16;
 /// One `upstream` per network, and the maps `$erigon_network` → `$erigon_upstream`
 /// (that upstream's name) and → `$erigon_user_file`.
 pub fn routes(config: &Config) -> String {
-    let host = match config.http_addr {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
-    };
     let mut upstreams = String::new();
     let mut upstream = String::new();
     let mut user_file = String::new();
-    for network in config.networks.all() {
-        let port = Ports::for_network(&network, config.port_base, config.http_port).http;
+    for network in config.networks().all() {
+        // SocketAddr's Display brackets an IPv6 address, as nginx's `server` needs.
+        let server = config.rpc_addr(network);
         let _ = writeln!(
             upstreams,
-            "upstream erigon_{network} {{\n    server {host}:{port};\n    keepalive {KEEPALIVE};\n}}"
+            "upstream erigon_{network} {{\n    server {server};\n    keepalive {KEEPALIVE};\n}}"
         );
         let _ = writeln!(upstream, "    {network} erigon_{network};");
         let _ = writeln!(
             user_file,
             "    {network} \"{}\";",
-            config.passwd_file(&network).display()
+            config.passwd_file(network).display()
         );
     }
     format!(
@@ -53,7 +48,7 @@ pub fn routes(config: &Config) -> String {
          map $erigon_network $erigon_upstream {{\n    default \"\";\n{upstream}}}\n\
          map $erigon_network $erigon_user_file {{\n    default \"\";\n{user_file}}}\n",
         env!("CARGO_PKG_VERSION"),
-        config.file.display()
+        config.file().display()
     )
 }
 
@@ -84,6 +79,46 @@ pub fn write_routes(config: &Config) -> Result<bool, String> {
         path.display()
     );
     Ok(true)
+}
+
+/// `test`'s check of the installed site: it must include the routes file. A stopped
+/// nginx is only a warning (the operator may start it after the provider).
+pub fn check_site(config: &Config) -> Result<Vec<String>, String> {
+    let site = config.nginx_site_path();
+    let routes = routes_path(config);
+    match std::fs::read_to_string(site) {
+        Ok(text) if text.contains(&routes.display().to_string()) => {}
+        Ok(_) => {
+            return Err(format!(
+                "the nginx site {} does not include {}; reinstall it with conf/setup-provider",
+                site.display(),
+                routes.display()
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "the nginx site {} cannot be read ({e}); install it with conf/setup-provider, or set `nginx_site_path` in {}",
+                site.display(),
+                config.file().display()
+            ))
+        }
+    }
+    let mut warnings = Vec::new();
+    if !running() {
+        warnings.push(
+            "nginx is not running: start it (systemctl start nginx) before requestors arrive"
+                .into(),
+        );
+    }
+    Ok(warnings)
+}
+
+fn running() -> bool {
+    std::fs::read_to_string("/run/nginx.pid")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .and_then(crate::owner::ProcessIdentity::of)
+        .is_some_and(|p| p.is_alive())
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use crate::network::{printable, Network, Networks};
+use crate::network::{Network, Networks};
+use crate::text::printable;
 
 /// Larger arguments are refused before parsing; the real one is a few dozen bytes.
 pub const MAX_ARG_BYTES: usize = 4096;
@@ -59,10 +60,15 @@ pub fn network_from_start_args(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::NetworkSpec;
 
     fn nets() -> (Networks, Network) {
         let nets = Networks::new(
-            [("sepolia".to_string(), 1), ("dev".to_string(), 5)].into(),
+            [
+                ("sepolia".to_string(), NetworkSpec::managed(1)),
+                ("dev".to_string(), NetworkSpec::managed(5)),
+            ]
+            .into(),
             30303,
             8555,
         )

@@ -1,5 +1,5 @@
-//! The ya-runtime-sdk `Runtime`: deploy, start, RUN (STATUS) and stop, wired from the
-//! other modules.
+//! The ya-runtime-sdk `Runtime`: deploy, start, RUN (STATUS) and stop, as glue over the
+//! other modules, and the activity's state machine.
 //!
 //! A failed start does not return an error. The SDK turns that into a panic before
 //! the ExeUnit's `hello`, and the requestor then learns only that the runtime died.
@@ -9,23 +9,25 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::task::JoinHandle;
 use ya_runtime_sdk::cli::CommandCli;
 use ya_runtime_sdk::{
-    Context, EmptyResponse, Error, OutputResponse, ProcessIdResponse, RunProcess, Runtime,
-    RuntimeDef, RuntimeMode,
+    Context, EmptyResponse, Error, EventEmitter, OutputResponse, ProcessIdResponse, RunProcess,
+    Runtime, RuntimeDef, RuntimeMode,
 };
 
+use crate::billing::RequestLog;
 use crate::config::{Config, ErigonConf};
-use crate::credentials::Credentials;
-use crate::health::{self, JsonRpc, NodeReport};
-use crate::htpasswd::HtpasswdFile;
-use crate::netlock::NetworkLock;
-use crate::network::{printable, Network};
-use crate::node::Node;
-use crate::status::{Auth, State, Status};
+use crate::health;
+use crate::session::Session;
+use crate::status::{Stage, Status};
+use crate::text::printable;
+
+/// Used by a stop when the configuration itself is invalid (nothing ran then).
+const FALLBACK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(RuntimeDef)]
 #[conf(ErigonConf)]
@@ -37,37 +39,58 @@ struct Shared {
     config: Result<Config, String>,
     activity: String,
     phase: Phase,
-    session: Option<Session>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
-    counter: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Where the activity is, with what it holds there.
 enum Phase {
     Starting,
-    Ready,
-    Failed(String),
+    Ready(Active),
+    /// `active` is `None` when the start failed (nothing is held), and the failed
+    /// activity's session otherwise: its node still needs a clean stop.
+    Failed {
+        reason: String,
+        active: Option<Active>,
+    },
     Stopping,
 }
 
-/// A node this activity runs, with the network lock it holds.
-struct ManagedNode {
-    node: Node,
-    lock: NetworkLock,
+/// A running activity: its session, and the tasks that watch its node and bill it.
+struct Active {
+    session: Session,
+    watcher: Option<JoinHandle<()>>,
+    counter: Option<JoinHandle<()>>,
 }
 
-/// Everything one activity holds; dropping it revokes the credentials.
-struct Session {
-    network: Network,
-    /// The activity's own node, or None on a shared network (the operator's node).
-    node: Option<ManagedNode>,
-    credentials: Credentials,
-    rpc: JsonRpc,
-    /// Taken by the request counter once the activity is up.
-    request_log: Option<crate::billing::RequestLog>,
-    url: String,
-    chain_id: String,
-    started_at: String,
-    ready_since: Instant,
+impl Active {
+    fn launch(
+        session: Session,
+        requests: RequestLog,
+        emitter: Option<EventEmitter>,
+        shared: &Rc<RefCell<Shared>>,
+    ) -> Self {
+        let watcher = session.watch_node().map(|failed| {
+            let watched = shared.clone();
+            tokio::task::spawn_local(async move {
+                let failure = failed.await;
+                fail(&watched, format!("node failed: {failure}")).await;
+            })
+        });
+        let counter = emitter.map(|emitter| {
+            crate::billing::spawn_counter(emitter, requests, session.user().to_owned())
+        });
+        Self {
+            session,
+            watcher,
+            counter,
+        }
+    }
+
+    async fn close(self, stop_timeout: Duration, activity: &str) {
+        for task in [self.watcher, self.counter].into_iter().flatten() {
+            task.abort();
+        }
+        self.session.close(stop_timeout, activity).await;
+    }
 }
 
 impl ErigonRuntime {
@@ -84,9 +107,9 @@ impl ErigonRuntime {
         let config =
             runtime_dir().and_then(|dir| Config::from_value(&ctx.conf.0, &ctx.conf_path, &dir));
         match &config {
-            Ok(c) if c.passwd_tool_path.is_some() => log::info!(
+            Ok(c) if c.passwd_tool_path().is_some() => log::info!(
                 "{}: `passwd_tool_path` is retired and ignored: entries are written natively",
-                c.file.display()
+                c.file().display()
             ),
             Ok(_) => {}
             Err(e) => log::error!("{e}"),
@@ -96,16 +119,13 @@ impl ErigonRuntime {
             .workdir()
             .as_deref()
             .and_then(|w| w.file_name())
-            .map(|n| sanitize(&n.to_string_lossy()))
+            .map(|n| crate::text::activity_id(&n.to_string_lossy()))
             .unwrap_or_else(|| "local".into());
         Self {
             shared: Rc::new(RefCell::new(Shared {
                 config,
                 activity,
                 phase: Phase::Starting,
-                session: None,
-                watcher: None,
-                counter: None,
             })),
         }
     }
@@ -123,7 +143,7 @@ impl Runtime for ErigonRuntime {
     fn deploy<'a>(&mut self, _ctx: &mut Context<Self>) -> OutputResponse<'a> {
         let config = self.config();
         async move {
-            prepare_dirs(&config?).map_err(Error::from_string)?;
+            crate::deploy::prepare_all(&config?).map_err(Error::from_string)?;
             Ok(None)
         }
         .boxed_local()
@@ -135,53 +155,7 @@ impl Runtime for ErigonRuntime {
         let shared = self.shared.clone();
         async move {
             stop_on_signals(shared.clone());
-            let (config, activity) = {
-                let s = shared.borrow();
-                (s.config.clone(), s.activity.clone())
-            };
-            let opened = match config {
-                Ok(config) => open_session(&config, &activity, &args).await,
-                Err(_) => Err(
-                    "the provider's runtime configuration is invalid; its log has the details"
-                        .into(),
-                ),
-            };
-            match opened {
-                Ok(mut session) => {
-                    log::info!(
-                        "activity {activity}: {} node ready (chain id {}), user {}, url {}",
-                        session.network,
-                        session.chain_id,
-                        session.credentials.user(),
-                        session.url
-                    );
-                    let watcher = session.node.as_ref().map(|managed| {
-                        let failed = managed.node.watch();
-                        let watched = shared.clone();
-                        tokio::task::spawn_local(async move {
-                            let failure = failed.await;
-                            node_failed(&watched, failure);
-                        })
-                    });
-                    let counter = match (emitter, session.request_log.take()) {
-                        (Some(emitter), Some(log)) => Some(count_requests(
-                            emitter,
-                            log,
-                            session.credentials.user().to_owned(),
-                        )),
-                        _ => None,
-                    };
-                    let mut s = shared.borrow_mut();
-                    s.session = Some(session);
-                    s.watcher = watcher;
-                    s.counter = counter;
-                    s.phase = Phase::Ready;
-                }
-                Err(reason) => {
-                    log::error!("activity {activity}: start failed: {reason}");
-                    shared.borrow_mut().phase = Phase::Failed(reason);
-                }
-            }
+            start(&shared, &args, emitter).await;
             Ok(None)
         }
         .boxed_local()
@@ -218,13 +192,7 @@ impl Runtime for ErigonRuntime {
         log::info!("RUN {}", printable(&command.bin));
         let shared = self.shared.clone();
         ctx.command(move |mut run_ctx| async move {
-            // Ask the node outside the borrow; the answer decides syncing, ready or failed.
-            let rpc = shared.borrow().probe_target();
-            let report = match rpc {
-                Some(rpc) => Some(health::probe(&rpc).await),
-                None => None,
-            };
-            let (line, failure) = shared.borrow_mut().status(report);
+            let (line, failure) = status(&shared).await;
             run_ctx.stdout(line).await;
             match failure {
                 Some(reason) => Err(Error::from_string(reason)),
@@ -239,14 +207,14 @@ impl Runtime for ErigonRuntime {
         let config = self.config();
         async move {
             let config = config?;
-            prepare_dirs(&config).map_err(Error::from_string)?;
+            crate::deploy::prepare_all(&config).map_err(Error::from_string)?;
             let warnings = crate::offer::self_test(&config)
                 .await
                 .map_err(Error::from_string)?;
             for warning in warnings {
                 log::warn!("test: {warning}");
             }
-            log::info!("test: ok ({})", config.file.display());
+            log::info!("test: ok ({})", config.file().display());
             Ok(())
         }
         .boxed_local()
@@ -258,307 +226,154 @@ impl Runtime for ErigonRuntime {
     }
 }
 
-/// How long a start waits for a shared node that does not answer: it is the
-/// operator's and already running, so a slow answer means it is down.
-const SHARED_READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Session {
-    fn failure(&self) -> Option<String> {
-        self.node.as_ref()?.node.failure()
-    }
-}
-
-impl Shared {
-    /// The node to ask, while the activity is up and its processes live.
-    fn probe_target(&self) -> Option<JsonRpc> {
-        let session = self.session.as_ref()?;
-        (matches!(self.phase, Phase::Ready) && session.failure().is_none())
-            .then(|| session.rpc.clone())
-    }
-
-    /// The STATUS line, and the failure reason when failed. Read live: a child that
-    /// died since the last look shows as failed even before the watcher runs, and a node
-    /// answering for another chain fails the activity (and loses its credentials).
-    fn status(&mut self, report: Option<NodeReport>) -> (String, Option<String>) {
-        if let (Some(report), Some(session)) = (&report, self.session.as_ref()) {
-            if let Some(Err(wrong)) = report
-                .chain_id
-                .as_deref()
-                .map(|id| health::check_chain(id, &session.network))
-            {
-                self.fail(wrong);
+async fn start(shared: &Rc<RefCell<Shared>>, args: &[String], emitter: Option<EventEmitter>) {
+    let (config, activity) = {
+        let s = shared.borrow();
+        (s.config.clone(), s.activity.clone())
+    };
+    let opened = match config {
+        Ok(config) => crate::session::open(&config, &activity, args).await,
+        Err(_) => {
+            Err("the provider's runtime configuration is invalid; its log has the details".into())
+        }
+    };
+    let phase = match opened {
+        Ok((session, requests)) => {
+            log::info!(
+                "activity {activity}: {} node ready (chain id {}), user {}, url {}",
+                session.network(),
+                session.chain_id(),
+                session.user(),
+                session.url()
+            );
+            Phase::Ready(Active::launch(session, requests, emitter, shared))
+        }
+        Err(reason) => {
+            log::error!("activity {activity}: start failed: {reason}");
+            Phase::Failed {
+                reason,
+                active: None,
             }
         }
-        let session = self.session.as_ref();
-        let (state, reason) = match &self.phase {
-            Phase::Starting => (State::Starting, None),
-            Phase::Ready => match session.and_then(Session::failure) {
-                Some(failure) => (State::Failed, Some(failure)),
-                None if report.as_ref().is_some_and(NodeReport::is_syncing) => {
-                    (State::Syncing, None)
-                }
-                None => (State::Ready, None),
-            },
-            Phase::Failed(reason) => (State::Failed, Some(reason.clone())),
-            Phase::Stopping => (State::Stopping, None),
-        };
-        let serving = matches!(state, State::Ready | State::Syncing);
-        let live = session.filter(|s| serving && !s.credentials.is_revoked());
-        let status = Status {
-            url: live.map(|s| s.url.clone()),
-            auth: live.map(|s| Auth {
-                user: s.credentials.user(),
-                password: s.credentials.password().expose(),
-            }),
-            network: session.map(|s| s.network.name()),
-            state,
-            reason: reason.clone(),
-            chain_id: session.map(|s| s.chain_id.as_str()),
-            started_at: session.map(|s| s.started_at.as_str()),
-            uptime_secs: session.map(|s| s.ready_since.elapsed().as_secs()),
-            node: report.as_ref().filter(|_| serving),
-            runtime_version: env!("CARGO_PKG_VERSION"),
-        };
-        (status.to_line(), reason)
-    }
+    };
+    shared.borrow_mut().phase = phase;
+}
 
-    /// The activity is over for the requestor: its password stops working now.
-    fn fail(&mut self, reason: String) {
-        if !matches!(self.phase, Phase::Ready) {
+/// The activity is over for the requestor: its password stops working now. Only a
+/// ready activity can fail; the revocation is awaited, so whoever reports the failure
+/// next reports a password that no longer works.
+async fn fail(shared: &Rc<RefCell<Shared>>, reason: String) {
+    let revocation = {
+        let mut s = shared.borrow_mut();
+        if !matches!(s.phase, Phase::Ready(_)) {
             return;
         }
-        log::error!("activity {}: {reason}", self.activity);
-        if let Some(session) = self.session.as_mut() {
-            if let Err(e) = session.credentials.revoke() {
-                log::error!("{e}");
-            }
-        }
-        self.phase = Phase::Failed(reason);
+        let Phase::Ready(active) = std::mem::replace(&mut s.phase, Phase::Stopping) else {
+            return;
+        };
+        log::error!("activity {}: {reason}", s.activity);
+        let revocation = active.session.revoke();
+        s.phase = Phase::Failed {
+            reason,
+            active: Some(active),
+        };
+        revocation
+    };
+    if let Err(e) = revocation.await {
+        log::error!("{e}");
     }
 }
 
-async fn open_session(config: &Config, activity: &str, args: &[String]) -> Result<Session, String> {
-    let network =
-        crate::request::network_from_start_args(args, &config.networks, &config.default_network)?;
-    log::info!("activity {activity}: starting a {network} node");
-    let started = Instant::now();
-    let deadline = started + config.ready_timeout;
-    // Deploy prepared these; a start without deploy (or after an operator's clean-up)
-    // prepares its own network's folders again.
-    prepare_network_dirs(config, &network)?;
-    let owner = crate::owner::Owner::current()?;
-    sweep_dead_credentials(config, &owner);
-    let rpc = JsonRpc::new(config.http_addr, config.rpc_port(&network))?;
-    let (node, chain_id) = if network.is_shared() {
-        // The operator's node: it must answer now; a start waits for nothing else.
-        let deadline = started + config.ready_timeout.min(SHARED_READY_TIMEOUT);
-        let chain_id = health::wait_answer(&rpc, &network, deadline)
-            .await
-            .map_err(|e| format!("the provider's shared {network} node: {e}"))?;
-        (None, chain_id)
-    } else {
-        let lock_path = NetworkLock::path_for(&config.data_dir, &network);
-        let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
-        let node = Node::start(config, &network, lock.raw_fd(), deadline).await?;
-        match health::wait_ready(&rpc, &node, &network, deadline).await {
-            Ok(chain_id) => (Some(ManagedNode { node, lock }), chain_id),
-            Err(e) => {
-                node.abort().await;
-                return Err(e);
-            }
+/// The STATUS line, and the failure reason when failed. Read live: a child that
+/// died since the last look fails the activity even before the watcher runs, and so
+/// does a node answering for another chain.
+async fn status(shared: &Rc<RefCell<Shared>>) -> (String, Option<String>) {
+    // Ask the node outside the borrow; the answer decides syncing, ready or failed.
+    let rpc = match &shared.borrow().phase {
+        Phase::Ready(active) if active.session.node_failure().is_none() => {
+            Some(active.session.rpc().clone())
         }
+        _ => None,
     };
-    // Requests are counted from here: the log's earlier lines are other activities'.
-    let request_log =
-        crate::billing::RequestLog::open_at_end(crate::billing::log_path(&config.data_dir));
-    let file = HtpasswdFile::new(config.passwd_file(&network));
-    let credentials = match Credentials::issue(
-        file,
-        &network,
-        config.password_length,
-        config.password_hash,
-        &owner,
-    ) {
-        Ok(credentials) => credentials,
-        Err(e) => {
-            if let Some(managed) = &node {
-                managed.node.abort().await;
-            }
-            return Err(e);
-        }
+    let report = match rpc {
+        Some(rpc) => Some(health::probe(&rpc).await),
+        None => None,
     };
-    log::info!(
-        "activity {activity}: {network} node answered in {} ms",
-        started.elapsed().as_millis()
-    );
-    Ok(Session {
-        url: config.public_url(&network),
-        network,
-        node,
-        credentials,
-        rpc,
-        request_log: Some(request_log),
-        chain_id,
-        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        ready_since: Instant::now(),
-    })
-}
-
-/// Removes the credentials of runtimes that died without revoking them (SIGKILL, a
-/// crash), from every network's password file. A failure here must not stop a start.
-fn sweep_dead_credentials(config: &Config, here: &crate::owner::Owner) {
-    let mut files: Vec<_> = config
-        .networks
-        .all()
-        .map(|n| config.passwd_file(&n))
-        .collect();
-    files.dedup();
-    for path in files {
-        match HtpasswdFile::new(path.clone()).sweep(here) {
-            Ok(users) if users.is_empty() => {}
-            Ok(users) => log::warn!(
-                "swept {} credential(s) of runtimes that died without stopping from {}: {}",
-                users.len(),
-                path.display(),
-                users.join(", ")
-            ),
-            Err(e) => log::error!("cannot sweep {}: {e}", path.display()),
+    let failure = match &shared.borrow().phase {
+        Phase::Ready(active) => active
+            .session
+            .node_failure()
+            .map(|f| format!("node failed: {f}"))
+            .or_else(|| {
+                let answered = report.as_ref()?.chain_id.as_deref()?;
+                health::check_chain(answered, active.session.network()).err()
+            }),
+        _ => None,
+    };
+    if let Some(reason) = failure {
+        fail(shared, reason).await;
+    }
+    // A failure another task is revoking is revoked by the time this line is printed.
+    let pending = match &shared.borrow().phase {
+        Phase::Failed {
+            active: Some(active),
+            ..
+        } => Some(active.session.revoke()),
+        _ => None,
+    };
+    if let Some(revocation) = pending {
+        if let Err(e) = revocation.await {
+            log::error!("{e}");
         }
     }
+    let s = shared.borrow();
+    let (stage, served) = match &s.phase {
+        Phase::Starting => (Stage::Starting, None),
+        Phase::Ready(active) => (Stage::Running, Some(active.session.served())),
+        Phase::Failed { reason, active } => (
+            Stage::Failed { reason },
+            active.as_ref().map(|a| a.session.served()),
+        ),
+        Phase::Stopping => (Stage::Stopping, None),
+    };
+    let status = Status::derive(stage, served, report.as_ref());
+    (status.to_line(), status.reason.map(str::to_owned))
 }
 
-/// Emits the activity's cumulative request count every second as the usage counter
-/// the descriptor declares; the ExeUnit keeps the last value.
-fn count_requests(
-    mut emitter: ya_runtime_sdk::EventEmitter,
-    mut log: crate::billing::RequestLog,
-    user: String,
-) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_local(async move {
-        let mut total = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            total += log.count_new(&user);
-            emitter
-                .counter(ya_runtime_sdk::RuntimeCounter {
-                    name: crate::billing::COUNTER.to_owned(),
-                    value: total as f64,
-                })
-                .await;
-        }
-    })
-}
-
-/// A child died while the activity ran: its password stops working now, not at stop.
-fn node_failed(shared: &Rc<RefCell<Shared>>, failure: String) {
-    shared.borrow_mut().fail(format!("node failed: {failure}"));
-}
-
-/// Revokes first (the activity is over for the requestor the moment stop begins), then
-/// asks the node to stop within `stop_timeout`, and reports what is still running.
+/// Revokes and stops whatever the activity holds, within the configured bound.
 async fn shutdown(shared: &Rc<RefCell<Shared>>) {
-    let (session, stop_timeout, activity) = {
+    let (active, stop_timeout, activity) = {
         let mut s = shared.borrow_mut();
-        if let Some(watcher) = s.watcher.take() {
-            watcher.abort();
-        }
-        if let Some(counter) = s.counter.take() {
-            counter.abort();
-        }
-        s.phase = Phase::Stopping;
+        let active = match std::mem::replace(&mut s.phase, Phase::Stopping) {
+            Phase::Ready(active) => Some(active),
+            Phase::Failed { active, .. } => active,
+            Phase::Starting | Phase::Stopping => None,
+        };
         let timeout = s
             .config
             .as_ref()
-            .map_or(Duration::from_secs(3), |c| c.stop_timeout);
-        (s.session.take(), timeout, s.activity.clone())
+            .map_or(FALLBACK_STOP_TIMEOUT, Config::stop_timeout);
+        (active, timeout, s.activity.clone())
     };
-    let Some(mut session) = session else {
-        log::info!("activity {activity}: stop with no node running");
-        return;
-    };
-    let started = Instant::now();
-    if let Err(e) = session.credentials.revoke() {
-        log::error!("activity {activity}: {e}");
+    match active {
+        Some(active) => active.close(stop_timeout, &activity).await,
+        None => log::info!("activity {activity}: stop with no node running"),
     }
-    // A shared node is the operator's: access ends, the node runs on.
-    let Some(managed) = session.node.as_mut() else {
-        log::info!(
-            "activity {activity}: access to the shared {} node revoked in {} ms",
-            session.network,
-            started.elapsed().as_millis()
-        );
-        return;
-    };
-    managed.lock.mark_stopping();
-    let report = managed.node.stop(stop_timeout).await;
-    for stopped in &report.stopped {
-        log::info!("activity {activity}: {stopped}");
-    }
-    for left in &report.left_running {
-        log::warn!(
-            "activity {activity}: {left}; left running so it can finish, the next start on {} waits for it",
-            session.network
-        );
-    }
-    log::info!(
-        "activity {activity}: stopped in {} ms",
-        started.elapsed().as_millis()
-    );
 }
 
 /// SIGTERM or SIGINT to the runtime (an operator, or Ctrl-C in a local trial) stops the
 /// node and revokes the credentials before exiting, like a Shutdown would.
 fn stop_on_signals(shared: Rc<RefCell<Shared>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let Some(signalled) = crate::signals::first_stop_signal() else {
         log::warn!("cannot listen for SIGTERM/SIGINT; only Shutdown stops the node cleanly");
         return;
     };
     tokio::task::spawn_local(async move {
-        let (name, code) = tokio::select! {
-            _ = term.recv() => ("SIGTERM", 143),
-            _ = int.recv() => ("SIGINT", 130),
-        };
+        let (name, code) = signalled.await;
         log::warn!("got {name}: stopping the node and revoking credentials, then exiting");
         shutdown(&shared).await;
         std::process::exit(code);
     });
-}
-
-/// Deploy (and `test`): every accepted network's folders and password file, and the
-/// nginx routes, so a problem shows before any start.
-fn prepare_dirs(config: &Config) -> Result<(), String> {
-    for network in config.networks.all() {
-        prepare_network_dirs(config, &network)?;
-        HtpasswdFile::new(config.passwd_file(&network)).ensure_exists()?;
-    }
-    crate::nginx::write_routes(config)?;
-    Ok(())
-}
-
-/// The datadir, the log folder and a writable folder for the password file.
-fn prepare_network_dirs(config: &Config, network: &Network) -> Result<(), String> {
-    let create = |dir: &std::path::Path, what: &str| {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {what} {}: {e}", dir.display()))
-    };
-    create(&config.datadir(network), "datadir")?;
-    create(&config.log_dir, "log folder")?;
-    let file = config.passwd_file(network);
-    let dir = file.parent().unwrap_or(std::path::Path::new("/"));
-    create(dir, "password file folder")?;
-    tempfile::tempfile_in(dir).map_err(|e| {
-        format!(
-            "password file folder {} is not writable ({e}); `passwd_file_path` in {} must point to a folder this user can write",
-            dir.display(),
-            config.file.display()
-        )
-    })?;
-    Ok(())
 }
 
 fn runtime_dir() -> Result<std::path::PathBuf, String> {
@@ -567,18 +382,4 @@ fn runtime_dir() -> Result<std::path::PathBuf, String> {
         .parent()
         .map(std::path::Path::to_path_buf)
         .ok_or_else(|| "the runtime's own path has no folder".into())
-}
-
-/// The activity id comes from the work folder's name; keep it safe for logs and files.
-fn sanitize(name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .take(64)
-        .collect();
-    if clean.is_empty() {
-        "local".into()
-    } else {
-        clean
-    }
 }

@@ -50,7 +50,7 @@ fn the_example_configuration_is_valid() {
         Path::new("/opt/ya-runtime-erigon"),
     )
     .unwrap();
-    let sepolia = config.networks.resolve("sepolia").unwrap();
+    let sepolia = config.networks().resolve("sepolia").unwrap();
     assert_eq!(
         config.passwd_file(&sepolia),
         Path::new("/etc/nginx/erigon/sepolia.htpasswd")

@@ -163,7 +163,7 @@ fn bench() -> Result<bool, String> {
     let port = nginx::free_port();
     let front = nginx::Nginx::start(&root.join("nginx"), &routes, port, None, &quiet, false);
     pin(&front.pids(), "0");
-    let file = config.passwd_file(&config.default_network);
+    let file = config.passwd_file(config.default_network());
     let mut table = String::new();
     let _ = writeln!(
         table,

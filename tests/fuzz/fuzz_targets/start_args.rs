@@ -3,14 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ya_runtime_erigon::network::{Networks, DEFAULT_NETWORKS};
+use ya_runtime_erigon::network::{NetworkSpec, Networks, DEFAULT_NETWORKS};
 use ya_runtime_erigon::request::network_from_start_args;
 
 fuzz_target!(|data: &[u8]| {
     let networks = Networks::new(
         DEFAULT_NETWORKS
             .iter()
-            .map(|(n, s)| (n.to_string(), *s))
+            .map(|(n, s)| (n.to_string(), NetworkSpec::managed(*s)))
             .collect(),
         30303,
         8555,

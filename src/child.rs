@@ -1,0 +1,277 @@
+//! One node process, spawned so that it cannot outlive the runtime by accident.
+//!
+//! Each child gets:
+//! - its own process group, so signals aimed at the runtime's group (a terminal's
+//!   Ctrl-C) reach the runtime, which then stops the node cleanly;
+//! - `PR_SET_PDEATHSIG = SIGINT`, Erigon's clean-stop signal, so that a runtime killed
+//!   by the ExeUnit (or crashing) takes its node down instead of orphaning it. The
+//!   signal fires when the spawning *thread* exits, so children are spawned only from
+//!   the main thread, which the runtime's current-thread executor keeps for its life;
+//! - SIGPIPE ignored: its output is pumped by the runtime, and a node finishing its
+//!   clean stop after the runtime died must not be killed by its next log line;
+//! - only the environment it needs;
+//! - the network lock's descriptor (see `netlock`).
+
+use std::os::fd::RawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use crate::logging::RotatingLog;
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit(pub ExitStatus);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.code(), self.0.signal()) {
+            (Some(code), _) => write!(f, "exited with status {code}"),
+            (None, Some(sig)) => {
+                let name = Signal::try_from(sig).map_or("unknown", |s| s.as_str());
+                write!(f, "was killed by signal {sig} ({name})")
+            }
+            _ => f.write_str("ended"),
+        }
+    }
+}
+
+/// What to run, and where its output and the inherited lock go.
+pub struct Command<'a> {
+    pub name: &'static str,
+    pub program: &'a Path,
+    /// The configuration key that sets `program`, for the error that names the fix.
+    pub key: &'a str,
+    pub args: Vec<String>,
+    pub log: RotatingLog,
+    pub lock_fd: RawFd,
+}
+
+/// One running child, reaped by its own task; its exit is published on a watch channel
+/// so that any number of observers learn it without polling.
+#[derive(Clone)]
+pub struct Child {
+    name: &'static str,
+    /// Always a real child's pid (never 0 or negative): `killpg` of 0 would signal the
+    /// runtime's own group.
+    pid: Pid,
+    log: PathBuf,
+    exit: watch::Receiver<Option<Exit>>,
+}
+
+impl Child {
+    pub fn spawn(spec: Command<'_>) -> Result<Self, String> {
+        let Command {
+            name,
+            program,
+            key,
+            args,
+            log,
+            lock_fd,
+        } = spec;
+        check_executable(program, key)?;
+        log.banner(&format!(
+            "starting {} {}",
+            program.display(),
+            args.join(" ")
+        ));
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&args)
+            .env_clear()
+            .envs(child_env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        let parent = nix::unistd::getpid();
+        // SAFETY: the closure runs between fork and exec and only makes raw syscalls
+        // (prctl, getppid, signal, fcntl); errors are errno values, so it allocates
+        // nothing and takes no locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGINT)?;
+                // The runtime may have died between fork and prctl: then no signal comes.
+                if nix::unistd::getppid() != parent {
+                    return Err(nix::errno::Errno::ESRCH.into());
+                }
+                nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn)?;
+                nix::fcntl::fcntl(
+                    lock_fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
+        let Some(pid) = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .map(Pid::from_raw)
+        else {
+            let _ = child.start_kill();
+            return Err(format!(
+                "{name} ({}) started without a usable pid",
+                program.display()
+            ));
+        };
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, log.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, log.clone()));
+        }
+        let (tx, exit) = watch::channel(None);
+        let log_path = log.path().to_path_buf();
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => {
+                    log.banner(&format!("{name} (pid {pid}) {}", Exit(status)));
+                    let _ = tx.send(Some(Exit(status)));
+                }
+                // Only if the pid was already reaped elsewhere; nothing to report then.
+                Err(e) => log::error!("cannot wait for {name} (pid {pid}): {e}"),
+            }
+        });
+        log::info!(
+            "started {name}, pid {pid}, output in {}",
+            log_path.display()
+        );
+        Ok(Self {
+            name,
+            pid,
+            log: log_path,
+            exit,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+
+    /// Resolves when the child has been reaped.
+    pub async fn wait(&self) -> Exit {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // The reaper task is gone without a status: it could not wait.
+                return Exit(ExitStatus::from_raw(0xff00));
+            }
+        }
+    }
+
+    /// Signals the child's whole group, unless the child is already reaped (its pid
+    /// may belong to someone else by then).
+    pub fn signal(&self, signal: Signal) {
+        if self.exited().is_none() {
+            if let Err(e) = killpg(self.pid, signal) {
+                log::warn!(
+                    "cannot send {signal} to {} (pid {}): {e}",
+                    self.name,
+                    self.pid
+                );
+            }
+        }
+    }
+
+    pub fn describe_exit(&self, exit: Exit) -> String {
+        format!(
+            "{} (pid {}) {exit}; its log is {}",
+            self.name,
+            self.pid,
+            self.log.display()
+        )
+    }
+}
+
+async fn pump(mut from: impl AsyncRead + Unpin, to: RotatingLog) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        to.write(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// The whole environment the node binaries get, whoever runs them: PATH to find
+/// helpers, HOME because Go's libraries look for it, TZ for log times.
+pub fn child_env() -> Vec<(String, String)> {
+    let mut env = vec![(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+    )];
+    for key in ["HOME", "TZ"] {
+        if let Ok(value) = std::env::var(key) {
+            env.push((key.to_string(), value));
+        }
+    }
+    env
+}
+
+pub fn check_executable(program: &Path, key: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(program).map_err(|e| {
+        format!(
+            "{} not found ({e}); put it next to the runtime binary or set `{key}` in the configuration",
+            program.display()
+        )
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "{} is not an executable file; fix with: chmod +x {}",
+            program.display(),
+            program.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_descriptions_name_status_and_signal() {
+        assert_eq!(
+            Exit(ExitStatus::from_raw(3 << 8)).to_string(),
+            "exited with status 3"
+        );
+        assert_eq!(
+            Exit(ExitStatus::from_raw(9)).to_string(),
+            "was killed by signal 9 (SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_non_executable_binary_says_how_to_fix_it() {
+        let err = check_executable(Path::new("/nonexistent/erigon"), "erigon_path").unwrap_err();
+        assert!(err.contains("set `erigon_path`"), "{err}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = check_executable(file.path(), "erigon_path").unwrap_err();
+        assert!(err.contains("chmod +x"), "{err}");
+    }
+}

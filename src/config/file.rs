@@ -1,0 +1,370 @@
+//! The file's schema, its defaults, and its validation into a [`Config`], one section
+//! at a time.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{Config, CredentialSettings, LogSettings, NodeSettings};
+use crate::hash::HashScheme;
+use crate::network::{NetworkSpec, Networks, DEFAULT_NETWORKS};
+use crate::nodespec::{ERIGON_FLAGS, RPCDAEMON_FLAGS};
+use crate::text::printable;
+
+/// The file's schema. Keys from the handbook example keep their meaning. A new key is
+/// a field here with its default below, and the section of [`RawConfig::validate`]
+/// that reads it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    /// Base of the URL a requestor's user calls (nginx on the provider).
+    public_addr: String,
+    /// Erigon datadirs live in `<data_dir>/<network>`.
+    data_dir: PathBuf,
+    /// Retired: entries are written natively now. Accepted so the handbook's file loads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passwd_tool_path: Option<String>,
+    /// htpasswd file nginx reads; `{network}` in it gives each network its own file.
+    passwd_file_path: String,
+    password_default_length: usize,
+    erigon_http_addr: String,
+    #[serde(deserialize_with = "port_from_number_or_string")]
+    erigon_http_port: u16,
+    /// First of the ports erigon's own listeners use (p2p, torrent, authrpc, …).
+    port_base: u16,
+    erigon_path: Option<PathBuf>,
+    rpcdaemon_path: Option<PathBuf>,
+    networks: BTreeMap<String, NetworkSpec>,
+    default_network: String,
+    /// Scheme of the htpasswd entries: ssha (default), sha or bcrypt.
+    password_hash: String,
+    bcrypt_cost: u32,
+    ready_timeout_secs: u64,
+    stop_timeout_ms: u64,
+    log_dir: Option<PathBuf>,
+    log_max_bytes: u64,
+    log_files: usize,
+    http_api: Vec<String>,
+    http_vhosts: Vec<String>,
+    erigon_args: Vec<String>,
+    rpcdaemon_args: Vec<String>,
+    /// The installed nginx site, checked by `ya-runtime-erigon test`.
+    nginx_site_path: PathBuf,
+}
+
+/// Under the user's data folder; a HOME that is not UTF-8 cannot be written into the
+/// JSON file, so it falls back to the system path.
+fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", crate::NAME)
+        .map(|dirs| dirs.data_dir().join("data"))
+        .filter(|dir| dir.to_str().is_some())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ya-runtime-erigon"))
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let data_dir = default_data_dir();
+        Self {
+            public_addr: "http://127.0.0.1:8545".into(),
+            passwd_file_path: data_dir
+                .join("auth")
+                .join("{network}.htpasswd")
+                .to_string_lossy()
+                .into_owned(),
+            data_dir,
+            passwd_tool_path: None,
+            password_default_length: 24,
+            erigon_http_addr: "127.0.0.1".into(),
+            erigon_http_port: 8555,
+            port_base: 30303,
+            erigon_path: None,
+            rpcdaemon_path: None,
+            networks: DEFAULT_NETWORKS
+                .iter()
+                .map(|(name, slot)| (name.to_string(), NetworkSpec::managed(*slot)))
+                .collect(),
+            default_network: "sepolia".into(),
+            password_hash: "ssha".into(),
+            bcrypt_cost: 5,
+            ready_timeout_secs: 120,
+            stop_timeout_ms: 3000,
+            log_dir: None,
+            log_max_bytes: 16 * 1024 * 1024,
+            log_files: 4,
+            http_api: ["eth", "erigon", "web3", "net", "debug", "trace", "txpool"]
+                .map(String::from)
+                .to_vec(),
+            http_vhosts: vec!["localhost".into()],
+            erigon_args: vec![],
+            rpcdaemon_args: vec![],
+            nginx_site_path: PathBuf::from("/etc/nginx/sites-enabled/ya-runtime-erigon.conf"),
+        }
+    }
+}
+
+/// The handbook's file writes the port as a string ("8555"); newer files use a number.
+fn port_from_number_or_string<'de, D: Deserializer<'de>>(de: D) -> Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u64),
+        Text(String),
+    }
+    let bad = |shown: String| {
+        serde::de::Error::custom(format!(
+            "{shown} is not a port; accepted: 1 to 65535, as a number or a string of digits"
+        ))
+    };
+    match Port::deserialize(de).map_err(|_| bad("this value".into()))? {
+        Port::Number(n) => u16::try_from(n)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad(n.to_string())),
+        Port::Text(s) => s
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad(format!("\"{}\"", printable(&s)))),
+    }
+}
+
+pub const PASSWORD_LENGTH: std::ops::RangeInclusive<usize> = 15..=128;
+pub const BCRYPT_COST: std::ops::RangeInclusive<u32> = 4..=31;
+pub const READY_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// The ExeUnit SIGKILLs the runtime 5 s after Shutdown; revoking and answering need
+/// some of that, so the wait for the node is capped below 4 s.
+pub const STOP_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=3_800;
+const LOG_MAX_BYTES: std::ops::RangeInclusive<u64> = 64 * 1024..=1 << 40;
+const LOG_FILES: std::ops::RangeInclusive<usize> = 1..=100;
+
+impl RawConfig {
+    pub(super) fn validate(self, file: &Path, runtime_dir: &Path) -> Result<Config, String> {
+        let RawConfig {
+            public_addr,
+            data_dir,
+            passwd_tool_path,
+            passwd_file_path,
+            password_default_length,
+            erigon_http_addr,
+            erigon_http_port,
+            port_base,
+            erigon_path,
+            rpcdaemon_path,
+            networks,
+            default_network,
+            password_hash,
+            bcrypt_cost,
+            ready_timeout_secs,
+            stop_timeout_ms,
+            log_dir,
+            log_max_bytes,
+            log_files,
+            http_api,
+            http_vhosts,
+            erigon_args,
+            rpcdaemon_args,
+            nginx_site_path,
+        } = self;
+        let public_addr = validate_public_addr(&public_addr)?;
+        absolute("data_dir", &data_dir)?;
+        absolute("nginx_site_path", &nginx_site_path)?;
+        let credentials = CredentialSettings::validate(
+            passwd_file_path,
+            password_default_length,
+            &password_hash,
+            bcrypt_cost,
+        )?;
+        let http_addr: IpAddr = erigon_http_addr.parse().map_err(|_| {
+            format!(
+                "key `erigon_http_addr`: \"{}\" is not an IP address; accepted: an IPv4 or IPv6 address such as 127.0.0.1",
+                printable(&erigon_http_addr)
+            )
+        })?;
+        if port_base == 0 {
+            return Err("key `port_base` is 0; accepted: 1 to 65535".into());
+        }
+        let networks = Networks::new(networks, port_base, erigon_http_port)?;
+        let default_network = networks
+            .resolve(&default_network)
+            .map_err(|e| format!("key `default_network`: {e}"))?;
+        in_range(
+            "ready_timeout_secs",
+            ready_timeout_secs,
+            READY_TIMEOUT_SECS,
+            "",
+        )?;
+        in_range(
+            "stop_timeout_ms",
+            stop_timeout_ms,
+            STOP_TIMEOUT_MS,
+            " (the ExeUnit kills the runtime 5 s after Shutdown)",
+        )?;
+        let logs = LogSettings::validate(log_dir, &data_dir, log_max_bytes, log_files)?;
+        let node = NodeSettings {
+            erigon: binary("erigon_path", erigon_path, runtime_dir, "erigon")?,
+            rpcdaemon: binary("rpcdaemon_path", rpcdaemon_path, runtime_dir, "rpcdaemon")?,
+            http_addr,
+            http_api: words("http_api", http_api, "_")?,
+            http_vhosts: words("http_vhosts", http_vhosts, ".-*:[]")?,
+            erigon_args: managed_free("erigon_args", erigon_args, &ERIGON_FLAGS)?,
+            rpcdaemon_args: managed_free("rpcdaemon_args", rpcdaemon_args, &RPCDAEMON_FLAGS)?,
+        };
+        Ok(Config {
+            file: file.to_path_buf(),
+            public_addr,
+            data_dir,
+            networks,
+            default_network,
+            credentials,
+            node,
+            logs,
+            ready_timeout: Duration::from_secs(ready_timeout_secs),
+            stop_timeout: Duration::from_millis(stop_timeout_ms),
+            nginx_site_path,
+            passwd_tool_path,
+        })
+    }
+}
+
+fn validate_public_addr(text: &str) -> Result<url::Url, String> {
+    url::Url::parse(text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .filter(|u| u.query().is_none() && u.fragment().is_none())
+        .ok_or_else(|| {
+            format!(
+                "key `public_addr`: \"{}\" is not an http(s) URL with a host and no query; example: https://rpc.example.com:8545",
+                printable(text)
+            )
+        })
+}
+
+impl CredentialSettings {
+    fn validate(
+        passwd_file_path: String,
+        length: usize,
+        hash: &str,
+        bcrypt_cost: u32,
+    ) -> Result<Self, String> {
+        absolute("passwd_file_path", Path::new(&passwd_file_path))?;
+        let unsafe_char = passwd_file_path
+            .replace("{network}", "")
+            .chars()
+            .find(|c| c.is_control() || "\"\\$;{}".contains(*c));
+        if let Some(c) = unsafe_char {
+            return Err(format!(
+                "key `passwd_file_path`: {c:?} is not accepted in a path nginx reads; the only placeholder is {{network}}"
+            ));
+        }
+        if Path::new(&passwd_file_path).file_name().is_none() || passwd_file_path.ends_with('/') {
+            return Err(format!(
+                "key `passwd_file_path`: \"{}\" names a folder; accepted: a file path",
+                printable(&passwd_file_path)
+            ));
+        }
+        in_range(
+            "password_default_length",
+            length,
+            PASSWORD_LENGTH,
+            " characters",
+        )?;
+        in_range("bcrypt_cost", bcrypt_cost, BCRYPT_COST, "")?;
+        Ok(Self {
+            passwd_file_path,
+            length,
+            hash: HashScheme::from_config(hash, bcrypt_cost)?,
+        })
+    }
+}
+
+impl LogSettings {
+    fn validate(
+        dir: Option<PathBuf>,
+        data_dir: &Path,
+        max_bytes: u64,
+        files: usize,
+    ) -> Result<Self, String> {
+        in_range("log_max_bytes", max_bytes, LOG_MAX_BYTES, "")?;
+        in_range("log_files", files, LOG_FILES, "")?;
+        let dir = match dir {
+            Some(dir) => {
+                absolute("log_dir", &dir)?;
+                dir
+            }
+            None => data_dir.join("logs"),
+        };
+        Ok(Self {
+            dir,
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            files,
+        })
+    }
+}
+
+fn absolute(key: &str, path: &Path) -> Result<(), String> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(format!(
+            "key `{key}`: \"{}\" is a relative path; accepted: an absolute path",
+            printable(&path.to_string_lossy())
+        ))
+    }
+}
+
+/// The configured binary, or `name` next to the runtime.
+fn binary(
+    key: &str,
+    given: Option<PathBuf>,
+    runtime_dir: &Path,
+    name: &str,
+) -> Result<PathBuf, String> {
+    match given {
+        Some(path) => absolute(key, &path).map(|()| path),
+        None => Ok(runtime_dir.join(name)),
+    }
+}
+
+/// A non-empty list of words of letters, digits and `extra`: they become one
+/// comma-separated flag value.
+fn words(key: &str, list: Vec<String>, extra: &str) -> Result<Vec<String>, String> {
+    let bad = list.iter().find(|w| {
+        w.is_empty()
+            || !w
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    });
+    match bad {
+        Some(bad) => Err(format!(
+            "key `{key}`: \"{}\" is not accepted; accepted: letters, digits and {extra:?}",
+            printable(bad)
+        )),
+        None if list.is_empty() => Err(format!("key `{key}` is empty")),
+        None => Ok(list),
+    }
+}
+
+fn managed_free(key: &str, args: Vec<String>, managed: &[&str]) -> Result<Vec<String>, String> {
+    crate::nodespec::refuse_managed(key, &args, managed).map(|()| args)
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    accepted: std::ops::RangeInclusive<T>,
+    note: &str,
+) -> Result<(), String> {
+    if accepted.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "key `{key}` is {value}; accepted: {} to {}{note}",
+            accepted.start(),
+            accepted.end()
+        ))
+    }
+}

@@ -1,0 +1,243 @@
+//! `ya-runtime-erigon.json`: what the operator writes, and the validated [`Config`] the
+//! rest of the runtime uses.
+//!
+//! The SDK reads the file before our code runs and exits with a bare serde message when
+//! a field has the wrong type. So the SDK only sees [`ErigonConf`], a JSON value, and all
+//! typing and validation happens here, where every error can name the file and the key.
+//!
+//! [`RawConfig`] is the file's schema; [`Config`] is what it validates into, one
+//! section at a time, and it builds what other modules need (a [`NodeSpec`], a
+//! password file's path, a URL) rather than handing out its fields.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::HashScheme;
+use crate::network::{Network, Networks};
+use crate::nodespec::NodeSpec;
+
+mod file;
+#[cfg(test)]
+mod tests;
+
+use file::RawConfig;
+pub use file::{BCRYPT_COST, PASSWORD_LENGTH, READY_TIMEOUT_SECS, STOP_TIMEOUT_MS};
+
+/// What the SDK loads and, on first run, what we write back with the defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ErigonConf(pub serde_json::Value);
+
+impl Default for ErigonConf {
+    fn default() -> Self {
+        // Only a path that is not UTF-8 fails to serialize, and `default_data_dir`
+        // avoids those; should one slip through, `{}` loads as the same defaults.
+        Self(
+            serde_json::to_value(RawConfig::default())
+                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+        )
+    }
+}
+
+/// How activities' credentials are made and where they are kept.
+#[derive(Clone, Debug)]
+pub(super) struct CredentialSettings {
+    pub(super) passwd_file_path: String,
+    pub(super) length: usize,
+    pub(super) hash: HashScheme,
+}
+
+/// What every managed node of this provider shares.
+#[derive(Clone, Debug)]
+pub(super) struct NodeSettings {
+    pub(super) erigon: PathBuf,
+    pub(super) rpcdaemon: PathBuf,
+    pub(super) http_addr: IpAddr,
+    pub(super) http_api: Vec<String>,
+    pub(super) http_vhosts: Vec<String>,
+    pub(super) erigon_args: Vec<String>,
+    pub(super) rpcdaemon_args: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct LogSettings {
+    pub(super) dir: PathBuf,
+    pub(super) max_bytes: usize,
+    pub(super) files: usize,
+}
+
+/// The validated configuration. Paths are absolute, ports fit, networks are consistent.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(super) file: PathBuf,
+    pub(super) public_addr: url::Url,
+    pub(super) data_dir: PathBuf,
+    pub(super) networks: Networks,
+    pub(super) default_network: Network,
+    pub(super) credentials: CredentialSettings,
+    pub(super) node: NodeSettings,
+    pub(super) logs: LogSettings,
+    pub(super) ready_timeout: Duration,
+    pub(super) stop_timeout: Duration,
+    pub(super) nginx_site_path: PathBuf,
+    /// Set when the file still names `passwd_tool_path`, so the log can say it is ignored.
+    pub(super) passwd_tool_path: Option<String>,
+}
+
+impl Config {
+    /// Types and validates what the SDK read from `file`. `runtime_dir` is where the
+    /// runtime binary lives: erigon and rpcdaemon are looked up next to it by default.
+    pub fn from_value(
+        value: &serde_json::Value,
+        file: &Path,
+        runtime_dir: &Path,
+    ) -> Result<Self, String> {
+        let shown = file.display();
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                format!("configuration file {shown}: {}", e.inner())
+            } else {
+                format!("configuration file {shown}: key `{path}`: {}", e.inner())
+            }
+        })?;
+        raw.validate(file, runtime_dir)
+            .map_err(|e| format!("configuration file {shown}: {e}"))
+    }
+
+    /// The file this configuration came from, for messages that tell where to fix it.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    pub fn networks(&self) -> &Networks {
+        &self.networks
+    }
+
+    pub fn default_network(&self) -> &Network {
+        &self.default_network
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn datadir(&self, network: &Network) -> PathBuf {
+        self.data_dir.join(network.name())
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.logs.dir
+    }
+
+    /// The htpasswd file nginx checks for this network.
+    pub fn passwd_file(&self, network: &Network) -> PathBuf {
+        PathBuf::from(
+            self.credentials
+                .passwd_file_path
+                .replace("{network}", network.name()),
+        )
+    }
+
+    pub fn password_length(&self) -> usize {
+        self.credentials.length
+    }
+
+    pub fn password_hash(&self) -> HashScheme {
+        self.credentials.hash
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
+    }
+
+    pub fn stop_timeout(&self) -> Duration {
+        self.stop_timeout
+    }
+
+    /// Where `network`'s rpcdaemon answers: the runtime's own node, or the operator's
+    /// for a shared network (which must listen there, as the nginx routes assume).
+    pub fn rpc_addr(&self, network: &Network) -> SocketAddr {
+        SocketAddr::new(self.node.http_addr, network.ports().http)
+    }
+
+    /// The URL a requestor's user calls: one route per network behind `public_addr`.
+    pub fn public_url(&self, network: &Network) -> String {
+        format!(
+            "{}/{}",
+            self.public_addr.as_str().trim_end_matches('/'),
+            network.name()
+        )
+    }
+
+    /// Whether requestors reach the endpoint over TLS.
+    pub fn tls(&self) -> bool {
+        self.public_addr.scheme() == "https"
+    }
+
+    pub fn http_api(&self) -> &[String] {
+        &self.node.http_api
+    }
+
+    pub fn erigon_path(&self) -> &Path {
+        &self.node.erigon
+    }
+
+    pub fn rpcdaemon_path(&self) -> &Path {
+        &self.node.rpcdaemon
+    }
+
+    pub fn nginx_site_path(&self) -> &Path {
+        &self.nginx_site_path
+    }
+
+    pub fn passwd_tool_path(&self) -> Option<&str> {
+        self.passwd_tool_path.as_deref()
+    }
+
+    /// Everything a managed node of `network` needs to run.
+    pub fn node_spec(&self, network: &Network) -> NodeSpec {
+        NodeSpec {
+            network: network.clone(),
+            erigon: self.node.erigon.clone(),
+            rpcdaemon: self.node.rpcdaemon.clone(),
+            datadir: self.datadir(network),
+            log_dir: self.logs.dir.join(network.name()),
+            log_max_bytes: self.logs.max_bytes,
+            log_files: self.logs.files,
+            rpc: self.rpc_addr(network),
+            http_api: self.node.http_api.clone(),
+            http_vhosts: self.node.http_vhosts.clone(),
+            erigon_args: self.node.erigon_args.clone(),
+            rpcdaemon_args: self.node.rpcdaemon_args.clone(),
+        }
+    }
+}
+
+/// Writes the defaults where the SDK looked for a file and found none, so an operator
+/// has a complete file to edit. An existing file is never touched.
+pub fn write_defaults_if_missing(path: &Path) -> Result<bool, String> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("configuration path {} has no parent folder", path.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create configuration folder {}: {e}", dir.display()))?;
+    let text = serde_json::to_string_pretty(&ErigonConf::default().0)
+        .map_err(|e| format!("cannot serialize the default configuration: {e}"))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, format!("{text}\n").as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // Another runtime may have written it meanwhile; theirs wins, both are defaults.
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(format!("cannot write {}: {}", path.display(), e.error)),
+    }
+}

@@ -1,0 +1,197 @@
+//! Unit tests of the configuration: the handbook file, every bad value, defaults.
+
+use super::*;
+use serde_json::json;
+
+fn load(value: serde_json::Value) -> Result<Config, String> {
+    Config::from_value(&value, Path::new("/etc/x.json"), Path::new("/opt/rt"))
+}
+
+#[test]
+fn the_handbook_example_file_loads_unchanged() {
+    let cfg = load(json!({
+      "public_addr": "https://0.erigon.golem.network:8545",
+      "data_dir": "/data/erigon",
+      "passwd_tool_path": "htpasswd",
+      "passwd_file_path": "/etc/nginx/erigon_htpasswd",
+      "password_default_length": 15,
+      "erigon_http_addr": "127.0.0.1",
+      "erigon_http_port": "8555"
+    }))
+    .expect("the seed's file is valid");
+    let sepolia = cfg.networks().resolve("sepolia").unwrap();
+    assert_eq!(cfg.rpc_addr(&sepolia).port(), 8556, "8555 + slot 1");
+    assert_eq!(cfg.password_length(), 15);
+    assert_eq!(cfg.erigon_path(), Path::new("/opt/rt/erigon"));
+    assert_eq!(cfg.rpcdaemon_path(), Path::new("/opt/rt/rpcdaemon"));
+    assert_eq!(cfg.log_dir(), Path::new("/data/erigon/logs"));
+    assert_eq!(cfg.passwd_tool_path(), Some("htpasswd"));
+    assert_eq!(
+        cfg.passwd_file(&sepolia),
+        Path::new("/etc/nginx/erigon_htpasswd")
+    );
+    assert_eq!(
+        cfg.public_url(&sepolia),
+        "https://0.erigon.golem.network:8545/sepolia"
+    );
+}
+
+#[test]
+fn a_network_may_name_a_different_erigon_chain() {
+    let cfg = load(json!({
+        "networks": {"ethereum": {"slot": 0, "chain": "mainnet"}, "dev": {"slot": 1}},
+        "default_network": "ethereum"
+    }))
+    .unwrap();
+    assert_eq!(cfg.default_network().chain(), "mainnet");
+    assert_eq!(cfg.networks().resolve("dev").unwrap().chain(), "dev");
+}
+
+#[test]
+fn a_network_is_managed_or_shared() {
+    let cfg = load(json!({
+        "networks": {"a": {"slot": 0, "mode": "shared"}, "b": {"slot": 1}},
+        "default_network": "a"
+    }))
+    .unwrap();
+    assert!(cfg.default_network().is_shared());
+    assert!(!cfg.networks().resolve("b").unwrap().is_shared());
+    let err =
+        load(json!({"networks": {"a": {"slot": 0, "mode": "pooled"}}, "default_network": "a"}))
+            .unwrap_err();
+    assert!(
+        err.contains("key `networks.a.mode`") && err.contains("expected `managed` or `shared`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_chain_id_may_be_written_as_nodes_answer_it() {
+    let cfg = load(json!({
+        "networks": {"mine": {"slot": 0, "chain_id": "0x539"}},
+        "default_network": "mine"
+    }))
+    .unwrap();
+    assert_eq!(cfg.default_network().expected_chain_id(), Some(1337));
+}
+
+#[test]
+fn builds_the_node_spec_of_a_network() {
+    let cfg = load(json!({
+        "data_dir": "/d",
+        "erigon_http_port": 9000,
+        "networks": {"dev": {"slot": 5}},
+        "default_network": "dev",
+        "erigon_args": ["--prune.mode=full"]
+    }))
+    .unwrap();
+    let spec = cfg.node_spec(cfg.default_network());
+    assert_eq!(spec.rpc, "127.0.0.1:9005".parse().unwrap());
+    assert_eq!(spec.datadir, Path::new("/d/dev"));
+    assert_eq!(spec.log_dir, Path::new("/d/logs/dev"));
+    assert_eq!(spec.erigon_args, ["--prune.mode=full"]);
+}
+
+#[test]
+fn defaults_are_valid_and_round_trip() {
+    let cfg = load(ErigonConf::default().0).expect("defaults are valid");
+    assert_eq!(cfg.default_network().name(), "sepolia");
+    assert_eq!(cfg.password_hash(), HashScheme::Ssha);
+    let dev = cfg.networks().resolve("dev").unwrap();
+    assert!(cfg.passwd_file(&dev).ends_with("auth/dev.htpasswd"));
+}
+
+#[test]
+fn every_bad_value_names_its_key_and_what_is_accepted() {
+    let cases = [
+        (json!({"colour": 1}), "unknown field `colour`"),
+        (
+            json!({"password_default_length": "x"}),
+            "key `password_default_length`",
+        ),
+        (json!({"password_default_length": 0}), "accepted: 15 to 128"),
+        (
+            json!({"password_default_length": 10000}),
+            "accepted: 15 to 128",
+        ),
+        (json!({"erigon_http_port": "80a"}), "\"80a\" is not a port"),
+        (json!({"erigon_http_port": 70000}), "70000 is not a port"),
+        (json!({"erigon_http_port": 0}), "0 is not a port"),
+        (
+            json!({"data_dir": "data"}),
+            "key `data_dir`: \"data\" is a relative path",
+        ),
+        (json!({"passwd_file_path": "x"}), "key `passwd_file_path`"),
+        (
+            json!({"passwd_file_path": "/a/$x;"}),
+            "'$' is not accepted in a path nginx reads",
+        ),
+        (
+            json!({"passwd_file_path": "/a/{user}"}),
+            "'{' is not accepted",
+        ),
+        (json!({"public_addr": "ftp://x"}), "key `public_addr`"),
+        (
+            json!({"erigon_http_addr": "localhost"}),
+            "not an IP address",
+        ),
+        (
+            json!({"default_network": "goerli"}),
+            "key `default_network`: network \"goerli\" is retired",
+        ),
+        (json!({"networks": {}}), "`networks` is empty"),
+        (
+            json!({"networks": {"a": {"slot": "1"}}}),
+            "key `networks.a.slot`",
+        ),
+        (
+            json!({"networks": {"a": {"slot": 1, "x": 2}}}),
+            "key `networks.a.x`: unknown field `x`, expected one of `slot`, `chain`, `chain_id`, `mode`",
+        ),
+        (json!({"bcrypt_cost": 3}), "accepted: 4 to 31"),
+        (
+            json!({"password_hash": "md5"}),
+            "key `password_hash`: \"md5\" is not a scheme",
+        ),
+        (json!({"stop_timeout_ms": 5000}), "accepted: 100 to 3800"),
+        (json!({"ready_timeout_secs": 0}), "key `ready_timeout_secs`"),
+        (json!({"log_files": 0}), "key `log_files`"),
+        (json!({"http_api": ["eth;rm"]}), "key `http_api`"),
+        (
+            json!({"erigon_args": ["--datadir=/x"]}),
+            "cannot be overridden",
+        ),
+        (
+            json!({"rpcdaemon_args": ["--http.port", "1"]}),
+            "cannot be overridden",
+        ),
+        (json!({"erigon_path": "erigon"}), "key `erigon_path`"),
+        (
+            json!({"networks": {"a": {"slot": 65535}}, "default_network": "a"}),
+            "`networks.a.slot` is 65535",
+        ),
+        (
+            json!({"networks": {"a": {"slot": 0, "chain_id": "1337"}}, "default_network": "a"}),
+            "key `networks.a.chain_id`: \"1337\" is not a chain id",
+        ),
+        (json!([1, 2]), "configuration file /etc/x.json"),
+    ];
+    for (value, expected) in cases {
+        let err = load(value.clone()).expect_err(&value.to_string());
+        assert!(err.starts_with("configuration file /etc/x.json: "), "{err}");
+        assert!(err.contains(expected), "for {value}: {err}");
+    }
+}
+
+#[test]
+fn writes_defaults_once_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/ya-runtime-erigon.json");
+    assert_eq!(write_defaults_if_missing(&path), Ok(true));
+    std::fs::write(&path, "{\"bcrypt_cost\": 6}").unwrap();
+    assert_eq!(write_defaults_if_missing(&path), Ok(false));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"bcrypt_cost\": 6}"
+    );
+}

@@ -1,0 +1,240 @@
+//! One activity's hold on a network: its node (or access to the operator's), its
+//! credentials and its billing, from a successful start to the end of its stop.
+
+use std::time::{Duration, Instant};
+
+use crate::billing::RequestLog;
+use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::health::{self, JsonRpc};
+use crate::htpasswd::HtpasswdFile;
+use crate::netlock::NetworkLock;
+use crate::network::{Mode, Network};
+use crate::node::Node;
+use crate::owner::Owner;
+use crate::status::Served;
+
+/// How long a start waits for a shared node that does not answer: it is the
+/// operator's and already running, so a slow answer means it is down.
+const SHARED_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The activity's own node, and the network lock it holds.
+struct OwnNode {
+    node: Node,
+    lock: NetworkLock,
+}
+
+/// Who serves the activity's calls.
+enum Backend {
+    Managed(Box<OwnNode>),
+    /// The operator's node: access ends with the activity, the node runs on.
+    Shared,
+}
+
+/// Everything one activity holds; dropping it revokes the credentials.
+pub struct Session {
+    network: Network,
+    backend: Backend,
+    credentials: Credentials,
+    rpc: JsonRpc,
+    url: String,
+    chain_id: String,
+    started_at: String,
+    ready_since: Instant,
+}
+
+/// Starts (or checks) the node of the network the start arguments ask for, then
+/// issues the activity's credentials. On error nothing is left: no process, no entry.
+pub async fn open(
+    config: &Config,
+    activity: &str,
+    args: &[String],
+) -> Result<(Session, RequestLog), String> {
+    let network =
+        crate::request::network_from_start_args(args, config.networks(), config.default_network())?;
+    log::info!("activity {activity}: starting a {network} node");
+    let started = Instant::now();
+    let deadline = started + config.ready_timeout();
+    // Deploy prepared these; a start without deploy (or after an operator's clean-up)
+    // prepares its own network's folders again.
+    crate::deploy::prepare_network(config, &network)?;
+    let owner = Owner::current()?;
+    sweep_dead_credentials(config, &owner).await;
+    let rpc = JsonRpc::new(config.rpc_addr(&network))?;
+    let (backend, chain_id) = match network.mode() {
+        Mode::Shared => {
+            // The operator's node: it must answer now; a start waits for nothing else.
+            let deadline = started + config.ready_timeout().min(SHARED_READY_TIMEOUT);
+            let chain_id = health::wait_answer(&rpc, &network, deadline)
+                .await
+                .map_err(|e| format!("the provider's shared {network} node: {e}"))?;
+            (Backend::Shared, chain_id)
+        }
+        Mode::Managed => {
+            let lock_path = NetworkLock::path_for(config.data_dir(), &network);
+            let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
+            let spec = config.node_spec(&network);
+            let (node, chain_id) = Node::start(&spec, lock.raw_fd(), deadline).await?;
+            (Backend::Managed(Box::new(OwnNode { node, lock })), chain_id)
+        }
+    };
+    // Requests are counted from here: the log's earlier lines are other activities'.
+    let request_log = RequestLog::open_at_end(crate::billing::log_path(config.data_dir()));
+    let issued = Credentials::issue(
+        HtpasswdFile::new(config.passwd_file(&network)),
+        &network,
+        config.password_length(),
+        config.password_hash(),
+        &owner,
+    )
+    .await;
+    let credentials = match issued {
+        Ok(credentials) => credentials,
+        Err(e) => {
+            if let Backend::Managed(own) = &backend {
+                own.node.abort().await;
+            }
+            return Err(e);
+        }
+    };
+    log::info!(
+        "activity {activity}: {network} node answered in {} ms",
+        started.elapsed().as_millis()
+    );
+    let session = Session {
+        url: config.public_url(&network),
+        network,
+        backend,
+        credentials,
+        rpc,
+        chain_id,
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ready_since: Instant::now(),
+    };
+    Ok((session, request_log))
+}
+
+impl Session {
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn user(&self) -> &str {
+        self.credentials.user()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    pub fn rpc(&self) -> &JsonRpc {
+        &self.rpc
+    }
+
+    /// The first of the activity's own node processes that has exited.
+    pub fn node_failure(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Managed(own) => own.node.failure(),
+            Backend::Shared => None,
+        }
+    }
+
+    /// Resolves when the activity's own node fails; `None` on a shared network.
+    pub fn watch_node(&self) -> Option<impl std::future::Future<Output = String> + 'static> {
+        match &self.backend {
+            Backend::Managed(own) => Some(own.node.watch()),
+            Backend::Shared => None,
+        }
+    }
+
+    pub fn revoke(&self) -> impl std::future::Future<Output = Result<(), String>> + 'static {
+        self.credentials.revoke()
+    }
+
+    pub fn served(&self) -> Served<'_> {
+        Served {
+            network: self.network.name(),
+            url: &self.url,
+            user: self.credentials.user(),
+            password: self.credentials.password().expose(),
+            revoked: self.credentials.is_revoked(),
+            chain_id: &self.chain_id,
+            started_at: &self.started_at,
+            uptime_secs: self.ready_since.elapsed().as_secs(),
+        }
+    }
+
+    /// Revokes first (the activity is over for the requestor the moment stop begins),
+    /// then asks the node to stop within `stop_timeout`, and reports what still runs.
+    pub async fn close(mut self, stop_timeout: Duration, activity: &str) {
+        let started = Instant::now();
+        if let Err(e) = self.credentials.revoke().await {
+            log::error!("activity {activity}: {e}");
+        }
+        let network = &self.network;
+        let Backend::Managed(own) = &mut self.backend else {
+            log::info!(
+                "activity {activity}: access to the shared {network} node revoked in {} ms",
+                started.elapsed().as_millis()
+            );
+            return;
+        };
+        own.lock.mark_stopping();
+        let report = own.node.stop(stop_timeout).await;
+        for stopped in &report.stopped {
+            log::info!("activity {activity}: {stopped}");
+        }
+        for left in &report.left_running {
+            log::warn!(
+                "activity {activity}: {left}; left running so it can finish, the next start on {network} waits for it"
+            );
+        }
+        log::info!(
+            "activity {activity}: stopped in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+}
+
+/// Removes the credentials of runtimes that died without revoking them (SIGKILL, a
+/// crash), from every network's password file. A failure here must not stop a start.
+async fn sweep_dead_credentials(config: &Config, here: &Owner) {
+    let mut files: Vec<_> = config
+        .networks()
+        .all()
+        .map(|n| config.passwd_file(n))
+        .collect();
+    files.sort();
+    files.dedup();
+    let here = here.clone();
+    let swept = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|path| {
+                let result = HtpasswdFile::new(path.clone()).sweep(&here);
+                (path, result)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(swept) = swept else {
+        log::error!("the sweep of dead runtimes' credentials did not finish");
+        return;
+    };
+    for (path, result) in swept {
+        match result {
+            Ok(users) if users.is_empty() => {}
+            Ok(users) => log::warn!(
+                "swept {} credential(s) of runtimes that died without stopping from {}: {}",
+                users.len(),
+                path.display(),
+                users.join(", ")
+            ),
+            Err(e) => log::error!("cannot sweep {}: {e}", path.display()),
+        }
+    }
+}
