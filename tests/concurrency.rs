@@ -1,13 +1,11 @@
 //! Twenty runtimes starting and stopping at once against one password file, while a
 //! reader parses the file in a tight loop the way nginx reads it on every request.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use harness::provider::Provider;
 use serde_json::json;
 
 const RUNTIMES: usize = 20;
@@ -53,10 +51,10 @@ async fn twenty_runtimes_never_lose_duplicate_or_corrupt_an_entry() {
     let networks: BTreeMap<String, serde_json::Value> = (0..RUNTIMES)
         .map(|i| (format!("n{i:02}"), json!({"slot": i, "chain": "dev"})))
         .collect();
-    let provider = Provider::with_slots(
-        RUNTIMES as u32,
-        json!({"networks": networks, "default_network": "n00"}),
-    );
+    let provider = Provider::builder()
+        .slots(RUNTIMES as u32)
+        .config(json!({"networks": networks, "default_network": "n00"}))
+        .build();
     let file = provider.root.path().join("auth/shared.htpasswd");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, FOREIGN).unwrap();
@@ -94,8 +92,7 @@ async fn twenty_runtimes_never_lose_duplicate_or_corrupt_an_entry() {
     for round in 0..ROUNDS {
         let t = std::time::Instant::now();
         let activities = futures::future::join_all(
-            (0..RUNTIMES)
-                .map(|i| provider.start_on_owned(format!("r{round}a{i}"), format!("n{i:02}"))),
+            (0..RUNTIMES).map(|i| provider.start_on(format!("r{round}a{i}"), format!("n{i:02}"))),
         )
         .await;
         eprintln!("round {round}: started in {:?}", t.elapsed());

@@ -1,13 +1,11 @@
 //! `deploy` through the built binary: first run, bad configuration, unusable folders.
 
-mod common;
-
-use common::*;
+use harness::provider::Provider;
 use serde_json::{json, Value};
 
 #[test]
 fn first_run_writes_a_complete_default_configuration_and_deploys() {
-    let provider = Provider::bare();
+    let provider = Provider::builder().without_config().build();
     let work = provider.workdir("first");
     let out = provider.deploy(&work);
     assert!(
@@ -54,6 +52,10 @@ fn bad_configuration_fails_deploy_naming_file_key_and_what_is_accepted() {
             "key `networks.goerli.slot`",
         ),
     ];
+    // The control: without a bad key, deploy succeeds and creates the data dir.
+    let good = Provider::new(json!({}));
+    assert!(good.deploy(&good.workdir("good")).status.success());
+    assert!(good.data_dir.exists());
     for (overrides, expected) in cases {
         let provider = Provider::new(overrides.clone());
         let out = provider.deploy(&provider.workdir("bad"));
@@ -70,7 +72,7 @@ fn bad_configuration_fails_deploy_naming_file_key_and_what_is_accepted() {
 
 #[test]
 fn a_broken_file_and_an_unusable_password_folder_fail_deploy() {
-    let provider = Provider::bare();
+    let provider = Provider::builder().without_config().build();
     provider.write_config("{ \"public_addr\": ");
     let out = provider.deploy(&provider.workdir("x"));
     assert!(!out.status.success());
@@ -79,6 +81,9 @@ fn a_broken_file_and_an_unusable_password_folder_fail_deploy() {
         stderr.contains("Unable to read the configuration file"),
         "{stderr}"
     );
+    // The control: the same file, completed, deploys.
+    provider.write_config("{ \"public_addr\": \"https://rpc.example.test:8545\" }");
+    assert!(provider.deploy(&provider.workdir("x")).status.success());
 
     // A file where the folder should be: refused even for root.
     let blocker = provider.root.path().join("not-a-dir");
@@ -94,15 +99,23 @@ fn a_broken_file_and_an_unusable_password_folder_fail_deploy() {
         "{stderr}"
     );
     assert!(stderr.contains("not-a-dir"), "{stderr}");
+    // The control: with the file out of the way, the folder is made.
+    std::fs::remove_file(&blocker).unwrap();
+    assert!(provider.deploy(&provider.workdir("x")).status.success());
+    assert!(blocker.is_dir());
 }
 
 #[test]
 fn a_data_dir_that_is_a_file_fails_deploy() {
-    let provider = Provider::bare();
+    let provider = Provider::builder().without_config().build();
     std::fs::write(provider.root.path().join("file"), "").unwrap();
     let provider2 = Provider::new(json!({"data_dir": provider.root.path().join("file")}));
     let out = provider2.deploy(&provider2.workdir("x"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot create datadir"), "{stderr}");
+    // The control: with the file out of the way, the data dir is made.
+    std::fs::remove_file(provider.root.path().join("file")).unwrap();
+    assert!(provider2.deploy(&provider2.workdir("x")).status.success());
+    assert!(provider.root.path().join("file").is_dir());
 }

@@ -1,12 +1,11 @@
 //! Faults and hostile input, made to happen for real against the built binary.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::nginx::is_root;
-use common::*;
+use harness::nginx::is_root;
+use harness::process::{alive, gone_within, send};
+use harness::provider::{htpasswd_verifies, Provider};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -38,6 +37,21 @@ fn no_node_ran(provider: &Provider) -> bool {
         .all(|n| {
             provider.standin(n, "erigon").is_none() && provider.standin(n, "rpcdaemon").is_none()
         })
+}
+
+/// The control for a refused start: the same provider starts `activity` on dev, whose
+/// node runs and whose credential joins the file's `others` entries.
+async fn a_valid_start_succeeds(provider: &Provider, activity: &str, others: usize) {
+    let valid = provider.start_on(activity, "dev").await;
+    valid.ready_status().await;
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    assert!(alive(erigon), "{activity}: the node runs");
+    assert_eq!(
+        provider.entries("dev").len(),
+        others + 1,
+        "{activity}: its credential is issued"
+    );
+    valid.shutdown().await;
 }
 
 #[tokio::test]
@@ -132,6 +146,10 @@ async fn hostile_start_arguments_are_refused_by_name_and_leave_nothing() {
     );
     assert_eq!(before, after, "nothing created or changed outside data_dir");
     assert!(!Path::new("/tmp/yre-pwned").exists());
+    // The control: the refusals above were the arguments' doing, and a node or a
+    // credential would have shown.
+    a_valid_start_succeeds(&provider, "valid", 0).await;
+    assert!(!no_node_ran(&provider), "a valid start runs a node");
     eprintln!("hostile start arguments tried: {count}");
 }
 
@@ -170,8 +188,13 @@ async fn a_node_ignoring_sigint_is_left_running_but_stop_answers_and_revokes() {
             s["auth"]["password"].as_str().unwrap().to_string(),
         )
     };
+    assert!(
+        htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        "verifies while the activity is up"
+    );
     let rpcdaemon = provider.standin_pid("dev", "rpcdaemon").unwrap();
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    assert!(alive(erigon) && alive(rpcdaemon));
     let took = activity.shutdown().await;
     assert!(
         took < Duration::from_secs(4),
@@ -217,6 +240,10 @@ async fn a_read_only_password_file_fails_the_start_clearly_and_is_left_as_it_was
         "the node was stopped"
     );
     activity.shutdown().await;
+
+    // The control: after the fix the message names, the start succeeds.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    a_valid_start_succeeds(&provider, "fixed", 1).await;
 }
 
 /// A small tmpfs mounted over the password folder, unmounted when dropped.
@@ -294,6 +321,10 @@ async fn a_full_disk_fails_the_start_clearly_and_leaves_the_file_as_it_was() {
         leftovers.is_empty(),
         "no temp file left behind: {leftovers:?}"
     );
+
+    // The control: with room again, the start succeeds.
+    std::fs::remove_file(&filler).unwrap();
+    a_valid_start_succeeds(&provider, "roomy", 1).await;
 }
 
 /// The ExeUnit dying closes the runtime's stdin without a Shutdown: the runtime's state
@@ -319,6 +350,7 @@ async fn the_exeunit_vanishing_revokes_and_takes_the_node_down() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    assert!(alive(erigon));
     drop(runtime.stdin.take());
     let exit = tokio::time::timeout(Duration::from_secs(5), runtime.wait())
         .await

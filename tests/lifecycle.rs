@@ -1,10 +1,10 @@
 //! The whole lifecycle through the built binary, driven as the ExeUnit drives it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use harness::http::call;
+use harness::process::{alive, gone_within, reaped_within, send};
+use harness::provider::{htpasswd_verifies, Provider};
 use serde_json::{json, Value};
 
 fn args_of(record: &Value) -> Vec<String> {
@@ -18,9 +18,8 @@ fn args_of(record: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
-    let mut provider = Provider::new(json!({}));
     // Trace level everywhere: the password must not reach the log even so.
-    provider.rust_log = "trace";
+    let provider = Provider::builder().rust_log("trace").build();
     let work = provider.workdir("activity-1");
 
     let deploy = provider.deploy(&work);
@@ -142,6 +141,11 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
 
     let erigon_pid = provider.standin_pid("dev", "erigon").unwrap();
     let rpcdaemon_pid = provider.standin_pid("dev", "rpcdaemon").unwrap();
+    assert!(
+        alive(erigon_pid) && alive(rpcdaemon_pid),
+        "both children run while the activity is up"
+    );
+    assert_eq!(provider.entries("dev").len(), 1, "one entry while up");
     let start_time = activity.start_time;
     let stop_time = activity.shutdown().await;
     eprintln!("timing: start {start_time:?}, stop {stop_time:?}");
@@ -177,7 +181,7 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
 
 #[tokio::test]
 async fn the_handbook_config_works_with_one_shared_password_file_and_two_networks() {
-    let provider = Provider::bare();
+    let provider = Provider::builder().without_config().build();
     let shared_file = provider.root.path().join("nginx/erigon_htpasswd");
     std::fs::create_dir_all(shared_file.parent().unwrap()).unwrap();
     std::fs::write(
@@ -251,6 +255,11 @@ async fn the_handbook_config_works_with_one_shared_password_file_and_two_network
 async fn a_second_activity_on_a_busy_network_is_refused_at_once() {
     let provider = Provider::new(json!({}));
     let first = provider.start_on("first", "dev").await;
+    let ready = first.ready_status().await;
+    assert!(
+        ready["auth"]["user"].is_string() && ready["url"].is_string(),
+        "a ready activity's STATUS has auth and url: {ready}"
+    );
     let erigon_pid = provider.standin_pid("dev", "erigon").unwrap();
     let second = provider.start_on("second", "dev").await;
     assert!(
@@ -355,6 +364,16 @@ async fn every_start_failure_is_reported_and_leaves_no_process_and_no_credential
             reason: &["unknown key \"archive\""],
         },
     ];
+    // The control: a healthy start has credentials, running children and an entry.
+    let provider = Provider::new(json!({}));
+    let healthy = provider.start_on("healthy", "dev").await;
+    assert!(healthy.ready_status().await["auth"]["user"].is_string());
+    for name in ["erigon", "rpcdaemon"] {
+        let pid = provider.standin_pid("dev", name).unwrap();
+        assert!(alive(pid), "healthy: {name} (pid {pid}) runs");
+    }
+    assert_eq!(provider.entries("dev").len(), 1, "healthy: one credential");
+    healthy.shutdown().await;
     for case in cases {
         let provider = Provider::new(case.config);
         provider.set_behaviour("dev", case.behaviour);
@@ -410,6 +429,10 @@ async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password()
         status["auth"]["user"].as_str().unwrap().to_string(),
         status["auth"]["password"].as_str().unwrap().to_string(),
     );
+    assert!(
+        htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        "verifies while the activity is up"
+    );
     let rpcdaemon = provider.standin_pid("dev", "rpcdaemon").unwrap();
     send(rpcdaemon, nix::sys::signal::Signal::SIGKILL);
     // The runtime publishes the exit as it reaps; STATUS is read live, so once the pid
@@ -432,6 +455,7 @@ async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password()
         &password
     ));
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    assert!(alive(erigon), "erigon survives its rpcdaemon until stop");
     activity.shutdown().await;
     assert!(!alive(erigon), "stop still stops the surviving child");
 }
@@ -445,6 +469,7 @@ async fn children_do_not_outlive_a_killed_runtime() {
         provider.standin_pid("dev", "erigon").unwrap(),
         provider.standin_pid("dev", "rpcdaemon").unwrap(),
     ];
+    assert!(pids.iter().all(|pid| alive(*pid)), "{pids:?} run");
     activity.kill().await;
     for pid in pids {
         assert!(
@@ -463,6 +488,10 @@ async fn a_slow_clean_stop_is_not_killed_and_the_next_start_waits_for_it() {
     let activity = provider.start_on("slow", "dev").await;
     let status = activity.ready_status().await;
     let user = status["auth"]["user"].as_str().unwrap().to_string();
+    assert!(
+        provider.entries("dev").iter().any(|l| l.starts_with(&user)),
+        "the entry is there while up"
+    );
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
     let took = activity.shutdown().await;
     assert!(
@@ -515,6 +544,7 @@ async fn sigterm_to_the_runtime_stops_the_node_and_revokes() {
     let activity = provider.start_on("a", "dev").await;
     assert_eq!(provider.entries("dev").len(), 1);
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    assert!(alive(activity.pid()) && alive(erigon));
     send(activity.pid(), nix::sys::signal::Signal::SIGTERM);
     assert!(gone_within(activity.pid(), Duration::from_secs(5)).await);
     assert!(!alive(erigon));
@@ -537,6 +567,7 @@ async fn the_next_start_sweeps_a_killed_runtimes_credentials_and_keeps_live_ones
         .unwrap()
         .to_string();
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    assert!(alive(erigon));
     killed.kill().await;
     assert!(gone_within(erigon, Duration::from_secs(5)).await);
     assert_eq!(
@@ -626,6 +657,15 @@ async fn a_node_answering_for_another_chain_fails_the_activity() {
             s["auth"]["password"].as_str().unwrap().to_string(),
         )
     };
+    assert_eq!(
+        provider.entries("dev").len(),
+        1,
+        "an activity on the right chain has an entry"
+    );
+    assert!(
+        htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        "verifies while the node serves the right chain"
+    );
     std::fs::write(provider.datadir("dev").join("standin-chain-id"), "1").unwrap();
     let (status, code) = activity.status().await;
     assert_eq!(

@@ -1,10 +1,8 @@
 //! `offer-template` and `test`, run the way ya-provider runs them: no --workdir.
 
-mod common;
-
 use std::process::Output;
 
-use common::*;
+use harness::provider::{plugin_dir, Provider};
 use serde_json::{json, Map, Value};
 
 fn run(provider: &Provider, command: &str) -> Output {

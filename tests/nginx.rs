@@ -1,10 +1,9 @@
 //! The endpoint as a requestor's user meets it: the real nginx with the shipped site
 //! configuration in front of full sessions run through the runtime binary.
 
-mod common;
-
-use common::nginx::{prepare_auth_dir, Nginx, Tls};
-use common::*;
+use harness::http::{call, Reply};
+use harness::nginx::{free_port, is_root, prepare_auth_dir, Nginx, Tls};
+use harness::provider::{htpasswd_verifies, Provider};
 use serde_json::{json, Value};
 
 /// eth_chainId through nginx: what most of these tests ask.
@@ -24,7 +23,7 @@ fn creds(status: &Value) -> (String, String) {
 
 /// A provider whose public address is this nginx, deployed, with nginx started.
 fn provider_behind_nginx(overrides: Value) -> (Provider, Nginx) {
-    let port = common::nginx::free_port();
+    let port = free_port();
     let mut config = json!({"public_addr": format!("http://127.0.0.1:{port}")});
     if let (Some(c), Some(o)) = (config.as_object_mut(), overrides.as_object()) {
         c.extend(o.clone());
@@ -32,7 +31,7 @@ fn provider_behind_nginx(overrides: Value) -> (Provider, Nginx) {
     let provider = Provider::new(config);
     prepare_auth_dir(provider.root.path());
     provider.deploy_ok();
-    let nginx = provider.nginx(None, port);
+    let nginx = provider.nginx(port).start();
     (provider, nginx)
 }
 
@@ -164,7 +163,7 @@ async fn the_password_file_is_readable_by_nginx_and_nobody_else() {
     let meta = std::fs::metadata(provider.passwd_file("dev")).unwrap();
     assert_eq!(meta.mode() & 0o007, 0, "others have no access");
     assert_eq!(meta.mode() & 0o040, 0o040, "the group (nginx's) may read");
-    if common::nginx::is_root() {
+    if is_root() {
         let www = nix::unistd::Group::from_name("www-data").unwrap().unwrap();
         assert_eq!(
             meta.gid(),
@@ -220,7 +219,7 @@ async fn the_tls_variant_serves_the_same_routes() {
     prepare_auth_dir(provider.root.path());
     provider.deploy_ok();
     let tls = Tls::self_signed(provider.root.path());
-    let nginx = provider.nginx(Some(&tls), common::nginx::free_port());
+    let nginx = provider.nginx(free_port()).tls(&tls).start();
     let activity = provider.start_on("a", "dev").await;
     let (user, password) = creds(&activity.ready_status().await);
     let curl = |auth: &str| {

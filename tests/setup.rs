@@ -3,13 +3,11 @@
 //! unknown user and a value that would break the templated nginx site are refused by
 //! name before anything changes, and the manifest matches paths exactly.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::nginx::{is_root, nginx_bin};
-use common::plugin_dir;
+use harness::nginx::{is_root, nginx_bin};
+use harness::provider::plugin_dir;
 use serde_json::Value;
 
 fn setup_provider() -> Command {

@@ -1,12 +1,11 @@
 //! Shared-node mode: the operator runs one node per network and activities only get
 //! access to it. Tested beside a managed network on the same provider.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use harness::process::alive;
+use harness::provider::{plugin_dir, Provider};
 use serde_json::json;
 
 /// The operator's own long-lived node: the stand-ins, started by hand on the ports the
@@ -137,6 +136,7 @@ async fn many_activities_share_the_operators_node_beside_a_managed_network() {
     );
     managed.ready_status().await;
     let managed_erigon = provider.standin_pid("sepolia", "erigon").unwrap();
+    assert!(alive(managed_erigon), "the managed node runs");
 
     for activity in shared {
         activity.shutdown().await;

@@ -13,15 +13,12 @@
 //!
 //! Usage: bench_auth [--seconds N] [--connections N] [--rounds N]
 
-#[path = "../common/nginx.rs"]
-#[allow(dead_code)]
-mod nginx;
-
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use base64::Engine;
+use harness::nginx::{free_port, Nginx};
 use serde_json::json;
 use ya_runtime_erigon::config::Config;
 use ya_runtime_erigon::hash::HashScheme;
@@ -102,7 +99,7 @@ fn bench() -> Result<bool, String> {
     std::fs::create_dir_all(root.join("auth")).map_err(|e| e.to_string())?;
     set_mode(&root.join("auth"), 0o755)?;
 
-    let backend = nginx::free_port();
+    let backend = free_port();
     let config = Config::from_value(
         &json!({
             "data_dir": root.join("data"),
@@ -144,15 +141,11 @@ fn bench() -> Result<bool, String> {
         "nginx 1 worker, wrk 1 thread {connections} connections, median of {rounds} rounds of {seconds} s; backend: static JSON-RPC answer through the shipped site"
     );
     let no_auth = {
-        let port = nginx::free_port();
-        let front = nginx::Nginx::start(
-            &root.join("nginx-noauth"),
-            &routes,
-            port,
-            None,
-            &quiet,
-            true,
-        );
+        let port = free_port();
+        let front = Nginx::builder(&root.join("nginx-noauth"), &routes, port)
+            .extra_http(&quiet)
+            .without_auth()
+            .start();
         pin(&front.pids(), "0");
         median(
             (0..rounds)
@@ -160,8 +153,10 @@ fn bench() -> Result<bool, String> {
                 .collect::<Result<_, _>>()?,
         )
     };
-    let port = nginx::free_port();
-    let front = nginx::Nginx::start(&root.join("nginx"), &routes, port, None, &quiet, false);
+    let port = free_port();
+    let front = Nginx::builder(&root.join("nginx"), &routes, port)
+        .extra_http(&quiet)
+        .start();
     pin(&front.pids(), "0");
     let file = config.passwd_file(config.default_network());
     let mut table = String::new();

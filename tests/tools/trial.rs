@@ -5,12 +5,13 @@
 //!
 //! Usage: trial [--network NAME] [--keep-files]
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::process::ExitCode;
 
+use harness::exeunit::Activity;
+use harness::http::call;
+use harness::nginx::{free_port, prepare_auth_dir};
+use harness::provider::{assemble_plugin_dir, Provider};
 use serde_json::json;
 use ya_runtime_erigon::network::DEFAULT_NETWORKS;
 
@@ -34,7 +35,7 @@ fn say(line: &str) {
 /// `--keep`: the session stays open and takes commands on stdin, as ya-runtime-dbg
 /// would; `stop` or end of input goes on to the Shutdown.
 async fn interact(
-    activity: &common::Activity,
+    activity: &Activity,
     url: &str,
     user: &str,
     password: &str,
@@ -51,7 +52,7 @@ async fn interact(
                 println!("{status} (return code {code})");
             }
             ["call", method] => {
-                let reply = common::call(url, Some((user, password)), method).await;
+                let reply = call(url, Some((user, password)), method).await;
                 println!("HTTP {} {}", reply.status, reply.body);
             }
             ["run", command] => println!("{}", activity.refused(command).await),
@@ -111,19 +112,19 @@ async fn trial() -> Result<(), String> {
         ));
         profile.join("examples")
     };
-    let plugin = common::assemble_plugin_dir(&runtime, &node_dir, &profile.join("trial"))?;
+    let plugin = assemble_plugin_dir(&runtime, &node_dir, &profile.join("trial"))?;
     let timeout = if real { 600 } else { 30 };
-    let nginx_port = common::nginx::free_port();
-    let provider = common::Provider::with_runtime(
-        plugin.join("ya-runtime-erigon"),
-        json!({
+    let nginx_port = free_port();
+    let provider = Provider::builder()
+        .runtime(plugin.join("ya-runtime-erigon"))
+        .config(json!({
             "ready_timeout_secs": timeout,
             "password_hash": "ssha",
             "public_addr": format!("http://127.0.0.1:{nginx_port}"),
-        }),
-    );
+        }))
+        .build();
     say(&format!("provider HOME {}", provider.root.path().display()));
-    common::nginx::prepare_auth_dir(provider.root.path());
+    prepare_auth_dir(provider.root.path());
     let work = provider.workdir("trial-activity");
 
     say("1/5 deploy: ya-runtime-erigon --workdir W deploy --");
@@ -139,7 +140,7 @@ async fn trial() -> Result<(), String> {
         String::from_utf8_lossy(&deploy.stdout).trim()
     ));
 
-    let nginx = provider.nginx(None, nginx_port);
+    let nginx = provider.nginx(nginx_port).start();
     say(&format!(
         "    nginx (conf/nginx/ya-runtime-erigon.conf) listens on 127.0.0.1:{nginx_port}"
     ));
@@ -185,13 +186,13 @@ async fn trial() -> Result<(), String> {
         "4/5 JSON-RPC through nginx at {url}, as the requestor's user would call it"
     ));
     for method in ["eth_chainId", "eth_blockNumber", "web3_clientVersion"] {
-        let reply = common::call(&url, Some((&user, &password)), method).await;
+        let reply = call(&url, Some((&user, &password)), method).await;
         let (code, reply) = (reply.status, reply.body);
         say(&format!(
             "    with the credentials: {method} -> HTTP {code} {reply}"
         ));
     }
-    let code = common::call(&url, None, "eth_chainId").await.status;
+    let code = call(&url, None, "eth_chainId").await.status;
     say(&format!("    without credentials: HTTP {code}"));
 
     if keep_open {
@@ -208,7 +209,7 @@ async fn trial() -> Result<(), String> {
     {
         return Err(format!("{user} is still in the password file after stop"));
     }
-    let code = common::call(&url, Some((&user, &password)), "eth_chainId")
+    let code = call(&url, Some((&user, &password)), "eth_chainId")
         .await
         .status;
     if code != 401 {

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The checkout's `conf/nginx/`, which holds the shipped site.
+const SITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf/nginx");
+
 pub struct Nginx {
     pub port: u16,
-    pub prefix: PathBuf,
+    prefix: PathBuf,
     child: Child,
 }
 
@@ -33,34 +36,111 @@ pub fn free_port() -> u16 {
 }
 
 /// The TLS variant's certificate: self-signed for 127.0.0.1, made with openssl.
+#[derive(Clone)]
 pub struct Tls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl Nginx {
-    /// Renders the shipped site around `routes` (the file the runtime writes on deploy)
-    /// and starts nginx in the foreground under `prefix`, with one worker. `extra_http`
-    /// goes into the http {} block; `no_auth` turns auth_basic off (a benchmark baseline).
-    pub fn start(
-        prefix: &Path,
-        routes: &Path,
-        port: u16,
-        tls: Option<&Tls>,
-        extra_http: &str,
-        no_auth: bool,
-    ) -> Self {
-        let prefix = prefix.to_path_buf();
+    /// nginx with the shipped site around `routes` (the file the runtime writes on
+    /// deploy), on 127.0.0.1:`port`, under the private folder `prefix`: plain HTTP with
+    /// basic auth unless the builder says otherwise.
+    pub fn builder(prefix: &Path, routes: &Path, port: u16) -> NginxBuilder {
+        NginxBuilder {
+            prefix: prefix.to_path_buf(),
+            routes: routes.to_path_buf(),
+            port,
+            tls: None,
+            extra_http: String::new(),
+            auth: true,
+        }
+    }
+
+    /// nginx offers no readiness signal in the foreground; poll its port, bounded.
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nginx exited with {status}: {}", self.error_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The master and its worker processes.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+/// One nginx to start: made by [`Nginx::builder`], started by [`NginxBuilder::start`].
+pub struct NginxBuilder {
+    prefix: PathBuf,
+    routes: PathBuf,
+    port: u16,
+    tls: Option<Tls>,
+    extra_http: String,
+    auth: bool,
+}
+
+impl NginxBuilder {
+    /// The TLS variant of the site, with this certificate.
+    pub fn tls(mut self, tls: &Tls) -> Self {
+        self.tls = Some(tls.clone());
+        self
+    }
+
+    /// Directives added to the http {} block.
+    pub fn extra_http(mut self, directives: &str) -> Self {
+        self.extra_http = directives.to_string();
+        self
+    }
+
+    /// `auth_basic off`: a benchmark's baseline.
+    pub fn without_auth(mut self) -> Self {
+        self.auth = false;
+        self
+    }
+
+    /// Renders the site and starts nginx in the foreground under the prefix, with one
+    /// worker; returns once it listens.
+    pub fn start(self) -> Nginx {
+        let Self {
+            prefix,
+            routes,
+            port,
+            tls,
+            extra_http,
+            auth,
+        } = self;
         for dir in ["logs", "tmp", "conf"] {
             std::fs::create_dir_all(prefix.join(dir)).unwrap();
         }
-        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/nginx");
+        let conf = Path::new(SITE);
         let locations = prefix.join("conf/ya-runtime-erigon-locations.conf");
         let mut shipped =
             std::fs::read_to_string(conf.join("ya-runtime-erigon-locations.conf")).unwrap();
         let requests = routes.with_file_name("requests.log");
         shipped = shipped.replace("@ACCESS_LOG@", &requests.display().to_string());
-        if no_auth {
+        if !auth {
             let auth = "auth_basic \"ya-runtime-erigon\";";
             assert!(shipped.contains(auth));
             shipped = shipped.replace(auth, "auth_basic off;");
@@ -78,7 +158,7 @@ impl Nginx {
             .replace("@HTTP_LISTEN@", &format!("127.0.0.1:{}", free_port()))
             .replace("@SERVER_NAME@", "localhost")
             .replace("@LOCATIONS@", &locations.display().to_string());
-        if let Some(tls) = tls {
+        if let Some(tls) = &tls {
             site = site
                 .replace("@CERT@", &tls.cert.display().to_string())
                 .replace("@KEY@", &tls.key.display().to_string());
@@ -134,46 +214,13 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        let mut nginx = Self {
+        let mut nginx = Nginx {
             port,
             prefix,
             child,
         };
         nginx.wait_listening();
         nginx
-    }
-
-    /// nginx offers no readiness signal in the foreground; poll its port, bounded.
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("nginx exited with {status}: {}", self.error_log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The master and its worker processes.
-    pub fn pids(&self) -> Vec<u32> {
-        let master = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-            .unwrap_or_default();
-        std::iter::once(master)
-            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
-            .collect()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
     }
 }
 

@@ -1,0 +1,16 @@
+//! The integration tests' harness: plays the ExeUnit against the built runtime binary, as
+//! yagna does, for providers sandboxed in a temporary HOME, with the real nginx in front.
+//!
+//! - [`provider`]: one provider's sandbox (HOME, configuration, ports, work folders,
+//!   password files, the stand-ins' behaviour) and its plugin folder;
+//! - [`exeunit`]: the ExeUnit's side of a started runtime (hello, RUN, STATUS, usage
+//!   counters, Shutdown);
+//! - [`process`]: signals and waiting for processes to go;
+//! - [`http`]: JSON-RPC calls as a requestor's user makes them;
+//! - [`nginx`]: the real nginx with the shipped site.
+
+pub mod exeunit;
+pub mod http;
+pub mod nginx;
+pub mod process;
+pub mod provider;

@@ -1,0 +1,46 @@
+//! Processes the tests did not spawn themselves (the runtime's children, nginx): signals,
+//! liveness, and waiting for them to go.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Sends a real signal, as a crash, an operator or the ExeUnit would.
+pub fn send(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+        .unwrap_or_else(|e| panic!("cannot send {signal} to {pid}: {e}"));
+}
+
+/// Alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !matches!(state, Some(rest) if rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits for `pid` to be gone. /proc offers no notification for a non-child, so this
+/// polls, bounded by `within`.
+pub async fn gone_within(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Waits until `pid` is reaped by its parent (no /proc entry, not even a zombie).
+pub async fn reaped_within(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
