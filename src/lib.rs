@@ -4,7 +4,9 @@
 
 pub mod backoff;
 pub mod billing;
+pub mod cancel;
 pub mod child;
+pub mod command;
 pub mod config;
 pub mod credentials;
 pub mod deploy;
@@ -58,18 +60,40 @@ pub async fn run() -> ExitCode {
         std::process::id(),
         args.join(" ")
     );
+    stop_with_supervisor();
     let env = DefaultEnv::<<ErigonRuntime as RuntimeDef>::Cli>::default();
     let built = ya_runtime_sdk::build(env, |ctx| {
         let runtime = ErigonRuntime::new(ctx);
         async move { Ok(runtime) }
     });
-    match built.await {
+    let result = built.await;
+    runtime::stop_after_input_closed().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
             eprintln!("{NAME}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The supervisor (the ExeUnit, a debugger) can vanish without a Shutdown, even while
+/// the start still waits for a node, and the runtime would then run on as an orphan
+/// holding its network. The kernel sends SIGTERM when the parent goes, which stops the
+/// runtime like a Shutdown (see `runtime`). The signal is tied to the thread that
+/// spawned the runtime; yagna's ExeUnit and the test supervisors spawn from threads that
+/// live as long as they do.
+fn stop_with_supervisor() {
+    use nix::sys::signal::Signal;
+    let parent = nix::unistd::getppid();
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM) {
+        log::warn!("cannot ask for a signal when the supervisor exits ({e}); a vanished supervisor leaves this runtime running until its input closes");
+        return;
+    }
+    // The parent may have gone between the two calls; then no signal comes.
+    if nix::unistd::getppid() != parent {
+        let _ = nix::sys::signal::raise(Signal::SIGTERM);
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::backoff::Backoff;
+use crate::cancel::Cancel;
 use crate::child::{Child, Command};
 use crate::health::{self, JsonRpc};
 use crate::network::Network;
@@ -41,11 +42,13 @@ impl Node {
     /// Spawns erigon, waits for its private API (rpcdaemon exits at once without the
     /// files erigon writes on start-up), spawns rpcdaemon and waits until it answers
     /// `eth_chainId` for the right chain. Returns the node and the chain id it
-    /// answered. On failure nothing is left running.
+    /// answered. On failure, or when `cancel` asks to stop first, nothing is left
+    /// running.
     pub async fn start(
         spec: &NodeSpec,
         lock_fd: RawFd,
         deadline: Instant,
+        cancel: &Cancel,
     ) -> Result<(Self, String), String> {
         let erigon = Child::spawn(Command {
             name: "erigon",
@@ -55,7 +58,11 @@ impl Node {
             log: spec.open_log("erigon")?,
             lock_fd,
         })?;
-        if let Err(e) = wait_for_listener(&erigon, spec.private_api(), deadline).await {
+        let listening = cancel.unless(
+            "waiting for erigon",
+            wait_for_listener(&erigon, spec.private_api(), deadline),
+        );
+        if let Err(e) = listening.await {
             abort(&[&erigon]).await;
             return Err(e);
         }
@@ -77,7 +84,10 @@ impl Node {
         };
         let node = Self { erigon, rpcdaemon };
         let ready = match JsonRpc::new(spec.rpc) {
-            Ok(rpc) => node.wait_ready(&rpc, &spec.network, deadline).await,
+            Ok(rpc) => {
+                let waiting = node.wait_ready(&rpc, &spec.network, deadline);
+                cancel.unless("waiting for rpcdaemon", waiting).await
+            }
             Err(e) => Err(e),
         };
         match ready {

@@ -6,6 +6,13 @@
 //! Instead the runtime cleans up (no process, no credential), logs the reason and
 //! keeps answering: every RUN prints STATUS with `state: failed` and the reason, and
 //! exits non-zero so the requestor's batch fails visibly.
+//!
+//! A stop can come from four places: the ExeUnit's Shutdown, a signal (SIGTERM,
+//! SIGINT, SIGHUP, or the parent-death signal when the supervisor vanishes), and the
+//! end of the supervisor's input. They all run one [`shutdown`]: the first does the
+//! work, the others wait for it, so no caller exits in the middle of a stop. A stop
+//! that comes during the start cancels the start's waits; the start then stops what
+//! it began.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,6 +27,7 @@ use ya_runtime_sdk::{
 };
 
 use crate::billing::RequestLog;
+use crate::cancel::{Cancel, StopRequest};
 use crate::config::{Config, ErigonConf};
 use crate::health;
 use crate::session::Session;
@@ -39,6 +47,11 @@ struct Shared {
     config: Result<Config, String>,
     activity: String,
     phase: Phase,
+    /// Asked by the first stop; cancels a start under way.
+    stop: StopRequest,
+    cancel: Cancel,
+    /// True once the stop is complete, for the stops that wait for another.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 /// Where the activity is, with what it holds there.
@@ -52,6 +65,7 @@ enum Phase {
         active: Option<Active>,
     },
     Stopping,
+    Stopped,
 }
 
 /// A running activity: its session, and the tasks that watch its node and bill it.
@@ -121,13 +135,17 @@ impl ErigonRuntime {
             .and_then(|w| w.file_name())
             .map(|n| crate::text::activity_id(&n.to_string_lossy()))
             .unwrap_or_else(|| "local".into());
-        Self {
-            shared: Rc::new(RefCell::new(Shared {
-                config,
-                activity,
-                phase: Phase::Starting,
-            })),
-        }
+        let (stop, cancel) = crate::cancel::pair();
+        let shared = Rc::new(RefCell::new(Shared {
+            config,
+            activity,
+            phase: Phase::Starting,
+            stop,
+            cancel,
+            stopped: tokio::sync::watch::Sender::new(false),
+        }));
+        CURRENT.with(|current| *current.borrow_mut() = Some(shared.clone()));
+        Self { shared }
     }
 
     fn config(&self) -> Result<Config, Error> {
@@ -170,25 +188,23 @@ impl Runtime for ErigonRuntime {
         .boxed_local()
     }
 
-    /// `STATUS` (any case) prints the STATUS line; anything else is refused by name, so
-    /// a requestor's typo is an error it can see rather than an answer it did not ask for.
+    /// `STATUS` (any case, alone or as `sh -c STATUS`) prints the STATUS line; anything
+    /// else is refused by name, so a requestor's typo is an error it can see rather
+    /// than an answer it did not ask for (see `command`).
     fn run_command<'a>(
         &mut self,
         command: RunProcess,
         _mode: RuntimeMode,
         ctx: &mut Context<Self>,
     ) -> ProcessIdResponse<'a> {
-        if command.bin.trim().is_empty() {
-            log::warn!("RUN refused: empty command");
-            return Error::response("empty command; the only command is STATUS");
-        }
-        if !command.bin.eq_ignore_ascii_case("STATUS") {
-            let shown = printable(&command.bin);
-            log::warn!("RUN refused: unknown command \"{shown}\"");
-            return Error::response(format!(
-                "unknown command \"{shown}\"; the only command is STATUS"
-            ));
-        }
+        let crate::command::Command::Status =
+            match crate::command::parse(&command.bin, &command.args) {
+                Ok(known) => known,
+                Err(refusal) => {
+                    log::warn!("RUN refused: {refusal}");
+                    return Error::response(refusal);
+                }
+            };
         log::info!("RUN {}", printable(&command.bin));
         let shared = self.shared.clone();
         ctx.command(move |mut run_ctx| async move {
@@ -227,16 +243,26 @@ impl Runtime for ErigonRuntime {
 }
 
 async fn start(shared: &Rc<RefCell<Shared>>, args: &[String], emitter: Option<EventEmitter>) {
-    let (config, activity) = {
+    let (config, activity, cancel) = {
         let s = shared.borrow();
-        (s.config.clone(), s.activity.clone())
+        (s.config.clone(), s.activity.clone(), s.cancel.clone())
     };
+    let stop_timeout = stop_timeout(&config);
     let opened = match config {
-        Ok(config) => crate::session::open(&config, &activity, args).await,
+        Ok(config) => crate::session::open(&config, &activity, args, &cancel).await,
         Err(_) => {
             Err("the provider's runtime configuration is invalid; its log has the details".into())
         }
     };
+    if cancel.is_cancelled() {
+        // A stop came during the start and waits for it: close what opened, if it did.
+        match opened {
+            Ok((session, _)) => session.close(stop_timeout, &activity).await,
+            Err(reason) => log::warn!("activity {activity}: start abandoned: {reason}"),
+        }
+        mark_stopped(shared);
+        return;
+    }
     let phase = match opened {
         Ok((session, requests)) => {
             log::info!(
@@ -268,7 +294,7 @@ async fn fail(shared: &Rc<RefCell<Shared>>, reason: String) {
         if !matches!(s.phase, Phase::Ready(_)) {
             return;
         }
-        let Phase::Ready(active) = std::mem::replace(&mut s.phase, Phase::Stopping) else {
+        let Phase::Ready(active) = std::mem::replace(&mut s.phase, Phase::Stopped) else {
             return;
         };
         log::error!("activity {}: {reason}", s.activity);
@@ -334,38 +360,96 @@ async fn status(shared: &Rc<RefCell<Shared>>) -> (String, Option<String>) {
             Stage::Failed { reason },
             active.as_ref().map(|a| a.session.served()),
         ),
-        Phase::Stopping => (Stage::Stopping, None),
+        Phase::Stopping | Phase::Stopped => (Stage::Stopping, None),
     };
     let status = Status::derive(stage, served, report.as_ref());
     (status.to_line(), status.reason.map(str::to_owned))
 }
 
-/// Revokes and stops whatever the activity holds, within the configured bound.
+/// Revokes and stops whatever the activity holds, within the configured bound. The
+/// first caller does the work; a caller that finds a start or another stop under way
+/// asks it to stop and waits until everything is stopped.
 async fn shutdown(shared: &Rc<RefCell<Shared>>) {
-    let (active, stop_timeout, activity) = {
+    let (taken, stop_timeout, activity, mut stopped) = {
         let mut s = shared.borrow_mut();
-        let active = match std::mem::replace(&mut s.phase, Phase::Stopping) {
-            Phase::Ready(active) => Some(active),
-            Phase::Failed { active, .. } => active,
-            Phase::Starting | Phase::Stopping => None,
+        s.stop.request();
+        let taken = match std::mem::replace(&mut s.phase, Phase::Stopping) {
+            Phase::Ready(active) => Some(Some(active)),
+            Phase::Failed { active, .. } => Some(active),
+            busy @ (Phase::Starting | Phase::Stopping | Phase::Stopped) => {
+                s.phase = busy;
+                None
+            }
         };
-        let timeout = s
-            .config
-            .as_ref()
-            .map_or(FALLBACK_STOP_TIMEOUT, Config::stop_timeout);
-        (active, timeout, s.activity.clone())
+        (
+            taken,
+            stop_timeout(&s.config),
+            s.activity.clone(),
+            s.stopped.subscribe(),
+        )
     };
-    match active {
-        Some(active) => active.close(stop_timeout, &activity).await,
-        None => log::info!("activity {activity}: stop with no node running"),
+    match taken {
+        Some(Some(active)) => active.close(stop_timeout, &activity).await,
+        Some(None) => log::info!("activity {activity}: stop with no node running"),
+        None => {
+            // The start or the stop under way marks the end; the sender lives in
+            // `shared`, which this caller holds, so the wait cannot miss it.
+            let _ = stopped.wait_for(|done| *done).await;
+            return;
+        }
+    }
+    mark_stopped(shared);
+}
+
+fn mark_stopped(shared: &Rc<RefCell<Shared>>) {
+    let s = &mut *shared.borrow_mut();
+    s.phase = Phase::Stopped;
+    s.stopped.send_replace(true);
+}
+
+fn stop_timeout(config: &Result<Config, String>) -> Duration {
+    config
+        .as_ref()
+        .map_or(FALLBACK_STOP_TIMEOUT, Config::stop_timeout)
+}
+
+thread_local! {
+    /// The activity of this process, for the stop at the end of the supervisor's input
+    /// (the SDK has dropped the runtime by then).
+    static CURRENT: RefCell<Option<Rc<RefCell<Shared>>>> = const { RefCell::new(None) };
+}
+
+/// The SDK returns from `start` when its input ends: the supervisor is gone (an
+/// ExeUnit that died, a debugger that exited). What the activity still holds is
+/// stopped exactly as a Shutdown would, within the same bound, before the process
+/// exits.
+pub async fn stop_after_input_closed() {
+    let Some(shared) = CURRENT.with(|current| current.borrow_mut().take()) else {
+        return;
+    };
+    let holding = matches!(
+        shared.borrow().phase,
+        Phase::Ready(_)
+            | Phase::Failed {
+                active: Some(_),
+                ..
+            }
+    );
+    if holding {
+        let activity = shared.borrow().activity.clone();
+        log::warn!(
+            "activity {activity}: the supervisor's input closed; stopping as a Shutdown would"
+        );
+        shutdown(&shared).await;
     }
 }
 
-/// SIGTERM or SIGINT to the runtime (an operator, or Ctrl-C in a local trial) stops the
-/// node and revokes the credentials before exiting, like a Shutdown would.
+/// A stop signal (an operator, Ctrl-C in a local trial, a debugger's terminal closing,
+/// the supervisor dying) stops the node and revokes the credentials before exiting,
+/// like a Shutdown would; during a start it cancels the start.
 fn stop_on_signals(shared: Rc<RefCell<Shared>>) {
     let Some(signalled) = crate::signals::first_stop_signal() else {
-        log::warn!("cannot listen for SIGTERM/SIGINT; only Shutdown stops the node cleanly");
+        log::warn!("cannot listen for stop signals; only Shutdown stops the node cleanly");
         return;
     };
     tokio::task::spawn_local(async move {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::billing::RequestLog;
+use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::health::{self, JsonRpc};
@@ -44,11 +45,13 @@ pub struct Session {
 }
 
 /// Starts (or checks) the node of the network the start arguments ask for, then
-/// issues the activity's credentials. On error nothing is left: no process, no entry.
+/// issues the activity's credentials. On error, or when `cancel` asks to stop during
+/// a wait, nothing is left: no process, no entry.
 pub async fn open(
     config: &Config,
     activity: &str,
     args: &[String],
+    cancel: &Cancel,
 ) -> Result<(Session, RequestLog), String> {
     let network =
         crate::request::network_from_start_args(args, config.networks(), config.default_network())?;
@@ -65,16 +68,19 @@ pub async fn open(
         Mode::Shared => {
             // The operator's node: it must answer now; a start waits for nothing else.
             let deadline = started + config.ready_timeout().min(SHARED_READY_TIMEOUT);
-            let chain_id = health::wait_answer(&rpc, &network, deadline)
+            let answer = health::wait_answer(&rpc, &network, deadline);
+            let chain_id = cancel
+                .unless("waiting for the shared node", answer)
                 .await
                 .map_err(|e| format!("the provider's shared {network} node: {e}"))?;
             (Backend::Shared, chain_id)
         }
         Mode::Managed => {
             let lock_path = NetworkLock::path_for(config.data_dir(), &network);
-            let lock = NetworkLock::acquire(&lock_path, &network, activity, deadline).await?;
+            let acquire = NetworkLock::acquire(&lock_path, &network, activity, deadline);
+            let lock = cancel.unless("waiting for the network", acquire).await?;
             let spec = config.node_spec(&network);
-            let (node, chain_id) = Node::start(&spec, lock.raw_fd(), deadline).await?;
+            let (node, chain_id) = Node::start(&spec, lock.raw_fd(), deadline, cancel).await?;
             (Backend::Managed(Box::new(OwnNode { node, lock })), chain_id)
         }
     };

@@ -16,6 +16,15 @@ use ya_runtime_api::server::{
 /// The ExeUnit's Shutdown window.
 const SHUTDOWN_WINDOW: Duration = Duration::from_secs(5);
 
+/// A RUN as the ExeUnit and the debugger send it: no work dir, no output spec.
+fn run_process(bin: &str, argv: &[&str]) -> RunProcess {
+    RunProcess {
+        bin: bin.into(),
+        args: argv.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 /// What the runtime reports on its own: process events and usage counters.
 struct Events(
     UnboundedSender<ProcessStatus>,
@@ -112,27 +121,32 @@ impl Activity {
 
     /// RUN `bin`, expecting the runtime to refuse it; returns the error message.
     pub async fn refused(&self, bin: &str) -> String {
-        let run = RunProcess {
-            bin: bin.into(),
-            args: vec![bin.into()],
-            ..Default::default()
-        };
-        tokio::time::timeout(Duration::from_secs(5), self.service.run_process(run))
-            .await
-            .expect("RUN answered within 5 s")
-            .err()
-            .unwrap_or_else(|| panic!("RUN {bin:?} was accepted"))
-            .message
+        self.refused_argv(bin, &[bin]).await
+    }
+
+    /// RUN `bin` with `argv` (argv\[0\] first), expecting a refusal; returns its message.
+    pub async fn refused_argv(&self, bin: &str, argv: &[&str]) -> String {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            self.service.run_process(run_process(bin, argv)),
+        )
+        .await
+        .expect("RUN answered within 5 s")
+        .err()
+        .unwrap_or_else(|| panic!("RUN {bin:?} {argv:?} was accepted"))
+        .message
     }
 
     /// RUN `bin`, expecting the runtime to accept it and print one JSON line; returns
     /// that line parsed and the command's return code.
     pub async fn run(&self, bin: &str) -> (Value, i32) {
-        let run = RunProcess {
-            bin: bin.into(),
-            args: vec![bin.into()],
-            ..Default::default()
-        };
+        self.run_argv(bin, &[bin]).await
+    }
+
+    /// [`Activity::run`] with the whole argv, as ya-runtime-dbg's shell mode sends it
+    /// (`/bin/bash` with `["bash", "-c", "STATUS"]`).
+    pub async fn run_argv(&self, bin: &str, argv: &[&str]) -> (Value, i32) {
+        let run = run_process(bin, argv);
         let pid = tokio::time::timeout(Duration::from_secs(5), self.service.run_process(run))
             .await
             .expect("RUN answered within 5 s")
