@@ -87,21 +87,24 @@ impl NetworkSpec {
     }
 }
 
+/// A value operators write either as a JSON number or as a string (a port copied from
+/// the handbook's file, a chain id copied from a node's answer).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
 fn chain_id_number_or_hex<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Id {
-        Number(u64),
-        Text(String),
-    }
     let bad = |shown: String| {
         serde::de::Error::custom(format!(
             "{shown} is not a chain id; accepted: a number such as 1337 or a hex string such as \"0x539\""
         ))
     };
-    match Id::deserialize(de).map_err(|_| bad("this value".into()))? {
-        Id::Number(n) => Ok(Some(n)),
-        Id::Text(s) => s
+    match NumberOrText::deserialize(de).map_err(|_| bad("this value".into()))? {
+        NumberOrText::Number(n) => Ok(Some(n)),
+        NumberOrText::Text(s) => s
             .strip_prefix("0x")
             .filter(|h| !h.is_empty() && h.len() <= 16)
             .and_then(|h| u64::from_str_radix(h, 16).ok())

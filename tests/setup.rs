@@ -169,23 +169,7 @@ fn installs_once_then_changes_nothing_and_keeps_edits() {
     let site = host
         .prefix()
         .join("etc/nginx/sites-enabled/ya-runtime-erigon.conf");
-    let main = host.root.path().join("nginx-test.conf");
-    std::fs::write(
-        &main,
-        format!(
-            "pid {0}/t.pid; error_log {0}/t.log; events {{}} http {{ include {1}; }}\n",
-            host.root.path().display(),
-            site.display()
-        ),
-    )
-    .unwrap();
-    let check = Command::new(nginx_bin())
-        .arg("-t")
-        .arg("-c")
-        .arg(&main)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", text(&check));
+    nginx_accepts(&host, &site);
 
     // A second run changes nothing at all.
     let before = host.snapshot();
@@ -308,23 +292,7 @@ fn values_that_would_break_the_site_are_refused_by_name() {
     let body = std::fs::read_to_string(&site).unwrap();
     assert!(body.contains("listen 127.0.0.1:18080;"), "{body}");
     assert!(body.contains("server_name *.example.test;"), "{body}");
-    let main = host.root.path().join("nginx-test.conf");
-    std::fs::write(
-        &main,
-        format!(
-            "pid {0}/t.pid; error_log {0}/t.log; events {{}} http {{ include {1}; }}\n",
-            host.root.path().display(),
-            site.display()
-        ),
-    )
-    .unwrap();
-    let check = Command::new(nginx_bin())
-        .arg("-t")
-        .arg("-c")
-        .arg(&main)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", text(&check));
+    nginx_accepts(&host, &site);
 
     // Each refusal names the option, shows the value escaped, says what is accepted,
     // and comes before anything changes.
@@ -435,4 +403,25 @@ fn the_manifest_matches_paths_exactly() {
         text(&third)
     );
     assert_eq!(before, host.snapshot(), "the third run changed files");
+}
+
+/// `nginx -t` of a main configuration that includes `site`, as Debian's would.
+fn nginx_accepts(host: &Host, site: &Path) {
+    let main = host.root.path().join("nginx-test.conf");
+    std::fs::write(
+        &main,
+        format!(
+            "pid {0}/t.pid; error_log {0}/t.log; events {{}} http {{ include {1}; }}\n",
+            host.root.path().display(),
+            site.display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new(nginx_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&main)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
 }

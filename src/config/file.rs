@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Config, CredentialSettings, LogSettings, NodeSettings};
 use crate::hash::HashScheme;
-use crate::network::{NetworkSpec, Networks, DEFAULT_NETWORKS};
+use crate::network::{NetworkSpec, Networks, NumberOrText, DEFAULT_NETWORKS};
 use crate::nodespec::{ERIGON_FLAGS, RPCDAEMON_FLAGS};
 use crate::text::printable;
 
@@ -107,23 +107,17 @@ impl Default for RawConfig {
 
 /// The handbook's file writes the port as a string ("8555"); newer files use a number.
 fn port_from_number_or_string<'de, D: Deserializer<'de>>(de: D) -> Result<u16, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Port {
-        Number(u64),
-        Text(String),
-    }
     let bad = |shown: String| {
         serde::de::Error::custom(format!(
             "{shown} is not a port; accepted: 1 to 65535, as a number or a string of digits"
         ))
     };
-    match Port::deserialize(de).map_err(|_| bad("this value".into()))? {
-        Port::Number(n) => u16::try_from(n)
+    match NumberOrText::deserialize(de).map_err(|_| bad("this value".into()))? {
+        NumberOrText::Number(n) => u16::try_from(n)
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| bad(n.to_string())),
-        Port::Text(s) => s
+        NumberOrText::Text(s) => s
             .trim()
             .parse::<u16>()
             .ok()
