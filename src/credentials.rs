@@ -24,8 +24,8 @@ use crate::owner::Owner;
 
 /// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities (or two
 /// hosts sharing one file) never draw the same name in practice, and `add` refuses the
-/// draw that does.
-const USER_RANDOM_LEN: usize = 16;
+/// draw that does. nginx's map (see `nginx`) matches exactly this length.
+pub const USER_RANDOM_LEN: usize = 16;
 
 /// A password that never prints itself.
 pub struct Secret(String);
@@ -61,34 +61,31 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Draws a user and a password from the OS CSPRNG and adds the entry.
+    /// Draws a password from the OS CSPRNG and adds the entry for `user` (see
+    /// [`new_user`]). A user already in the file is an error, never shared.
     pub async fn issue(
         file: HtpasswdFile,
-        network: &Network,
+        user: String,
         length: usize,
         scheme: HashScheme,
         owner: &Owner,
     ) -> Result<Self, String> {
-        let prefix = network.name().to_owned();
         let owner = owner.clone();
         off_executor(move || {
             let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
             let hash = scheme.hash(password.expose())?;
-            for _ in 0..3 {
-                let user = format!("{prefix}-{}", random_lower(USER_RANDOM_LEN));
-                if file.add(&user, &hash, &owner)? {
-                    return Ok(Self {
-                        user,
-                        password,
-                        file,
-                        revoked: Arc::new(AtomicBool::new(false)),
-                    });
-                }
+            if !file.add(&user, &hash, &owner)? {
+                return Err(format!(
+                    "password file {}: user {user} already exists",
+                    file.path().display()
+                ));
             }
-            Err(format!(
-                "password file {}: three random usernames in a row already existed",
-                file.path().display()
-            ))
+            Ok(Self {
+                user,
+                password,
+                file,
+                revoked: Arc::new(AtomicBool::new(false)),
+            })
         })
         .await
     }
@@ -153,6 +150,12 @@ async fn off_executor<T: Send + 'static>(
         .map_err(|e| format!("password file work did not finish: {e}"))?
 }
 
+/// A fresh user of `network`: `<network>-<16 of [a-z0-9]>`, the shape nginx's map
+/// accepts and turns into the activity's socket name.
+pub fn new_user(network: &Network) -> String {
+    format!("{network}-{}", random_lower(USER_RANDOM_LEN))
+}
+
 fn random_lower(len: usize) -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -177,7 +180,7 @@ mod tests {
         let file = HtpasswdFile::new(path.clone());
         let creds = Credentials::issue(
             file.clone(),
-            &sepolia(),
+            new_user(&sepolia()),
             20,
             HashScheme::Bcrypt { cost: 4 },
             &Owner::current().unwrap(),
@@ -208,7 +211,7 @@ mod tests {
     async fn issue(file: &HtpasswdFile) -> Credentials {
         Credentials::issue(
             file.clone(),
-            &sepolia(),
+            new_user(&sepolia()),
             15,
             HashScheme::Ssha,
             &Owner::current().unwrap(),

@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod credentials;
 pub mod deploy;
+pub mod gateway;
 pub mod hash;
 pub mod health;
 pub mod htpasswd;

@@ -73,6 +73,10 @@ pub struct NetworkSpec {
     pub chain_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Mode::is_managed")]
     pub mode: Mode,
+    /// This network's per-activity limits, over the configuration's `limits` (see
+    /// `config`); checked there, where the error can name the key.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub limits: serde_json::Map<String, serde_json::Value>,
 }
 
 impl NetworkSpec {
@@ -83,6 +87,7 @@ impl NetworkSpec {
             chain: None,
             chain_id: None,
             mode: Mode::Managed,
+            limits: serde_json::Map::new(),
         }
     }
 }

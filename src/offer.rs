@@ -16,6 +16,10 @@ pub const WS: &str = "golem.runtime.erigon.endpoint.ws";
 pub const TLS: &str = "golem.runtime.erigon.endpoint.tls";
 pub const APIS: &str = "golem.runtime.erigon.endpoint.apis";
 pub const BILLING: &str = "golem.runtime.erigon.request-counter";
+/// `<LIMITS>.<network>.<limit>`, e.g. `golem.runtime.erigon.limits.sepolia.calls-per-sec`.
+pub const LIMITS: &str = "golem.runtime.erigon.limits";
+/// `<WEIGHTS>.<method>`: compute units of a method whose weight is not 1.
+pub const WEIGHTS: &str = "golem.runtime.erigon.method-weights";
 
 /// `{"properties": …, "constraints": ""}`: what a requestor can constrain its demand on.
 pub async fn template(config: &Config) -> Value {
@@ -30,9 +34,7 @@ pub async fn template(config: &Config) -> Value {
             .map_err(|e| log::warn!("offer without an Erigon version: {e}"))
             .ok()
     };
-    json!({
-        "constraints": "",
-        "properties": {
+    let mut properties = json!({
             NETWORKS: names(&all),
             MANAGED: names(&managed),
             SHARED: names(&shared),
@@ -42,8 +44,26 @@ pub async fn template(config: &Config) -> Value {
             TLS: config.tls(),
             APIS: config.http_api(),
             BILLING: crate::billing::COUNTER,
+    });
+    if let Some(map) = properties.as_object_mut() {
+        for network in &all {
+            let limits = config.limits(network);
+            for (name, value) in [
+                ("calls-per-sec", limits.calls_per_sec),
+                ("burst", limits.burst),
+                ("in-flight", limits.in_flight),
+                ("batch", limits.batch),
+                ("websockets", limits.websockets),
+                ("body-bytes", limits.body_bytes),
+            ] {
+                map.insert(format!("{LIMITS}.{network}.{name}"), json!(value));
+            }
         }
-    })
+        for (method, weight) in config.method_weights() {
+            map.insert(format!("{WEIGHTS}.{method}"), json!(weight));
+        }
+    }
+    json!({"constraints": "", "properties": properties})
 }
 
 /// The checks behind `ya-runtime-erigon test`. Each failure names its fix; warnings do

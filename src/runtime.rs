@@ -26,7 +26,6 @@ use ya_runtime_sdk::{
     Runtime, RuntimeDef, RuntimeMode,
 };
 
-use crate::billing::RequestLog;
 use crate::cancel::{Cancel, StopRequest};
 use crate::config::{Config, ErigonConf};
 use crate::health;
@@ -68,17 +67,18 @@ enum Phase {
     Stopped,
 }
 
-/// A running activity: its session, and the tasks that watch its node and bill it.
+/// A running activity: its session, the tasks that watch its node and bill it, and
+/// the channel its final bill goes out on.
 struct Active {
     session: Session,
     watcher: Option<JoinHandle<()>>,
     counter: Option<JoinHandle<()>>,
+    emitter: Option<EventEmitter>,
 }
 
 impl Active {
     fn launch(
         session: Session,
-        requests: RequestLog,
         emitter: Option<EventEmitter>,
         shared: &Rc<RefCell<Shared>>,
     ) -> Self {
@@ -89,21 +89,44 @@ impl Active {
                 fail(&watched, format!("node failed: {failure}")).await;
             })
         });
-        let counter = emitter.map(|emitter| {
-            crate::billing::spawn_counter(emitter, requests, session.user().to_owned())
-        });
+        let counter = match (&emitter, session.billed()) {
+            (Some(emitter), Some(billed)) => {
+                Some(crate::billing::spawn_counter(emitter.clone(), billed))
+            }
+            _ => None,
+        };
         Self {
             session,
             watcher,
             counter,
+            emitter,
         }
     }
 
-    async fn close(self, stop_timeout: Duration, activity: &str) {
-        for task in [self.watcher, self.counter].into_iter().flatten() {
+    /// Cuts the activity off and reports its final bill, then stops its node: the
+    /// ExeUnit has the final count before the Shutdown answer.
+    async fn close(mut self, stop_timeout: Duration, activity: &str) {
+        for task in [self.watcher.take(), self.counter.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
+        let billed = self.session.cut_off().await;
+        final_bill(self.emitter.as_ref(), billed, activity).await;
         self.session.close(stop_timeout, activity).await;
+    }
+}
+
+/// The last report of the usage counter, once no call can be answered any more. An
+/// activity that served nothing is not billed at all.
+async fn final_bill(emitter: Option<&EventEmitter>, billed: Option<u64>, activity: &str) {
+    let Some(total) = billed else {
+        return;
+    };
+    log::info!("activity {activity}: {total} call unit(s) billed in all");
+    if let (Some(emitter), true) = (emitter, total > 0) {
+        crate::billing::report_final(emitter, total).await;
     }
 }
 
@@ -257,14 +280,16 @@ async fn start(shared: &Rc<RefCell<Shared>>, args: &[String], emitter: Option<Ev
     if cancel.is_cancelled() {
         // A stop came during the start and waits for it: close what opened, if it did.
         match opened {
-            Ok((session, _)) => session.close(stop_timeout, &activity).await,
+            Ok(session) => {
+                session.close(stop_timeout, &activity).await;
+            }
             Err(reason) => log::warn!("activity {activity}: start abandoned: {reason}"),
         }
         mark_stopped(shared);
         return;
     }
     let phase = match opened {
-        Ok((session, requests)) => {
+        Ok(session) => {
             log::info!(
                 "activity {activity}: {} node ready (chain id {}), user {}, url {}",
                 session.network(),
@@ -272,7 +297,7 @@ async fn start(shared: &Rc<RefCell<Shared>>, args: &[String], emitter: Option<Ev
                 session.user(),
                 session.url()
             );
-            Phase::Ready(Active::launch(session, requests, emitter, shared))
+            Phase::Ready(Active::launch(session, emitter, shared))
         }
         Err(reason) => {
             log::error!("activity {activity}: start failed: {reason}");
@@ -285,29 +310,28 @@ async fn start(shared: &Rc<RefCell<Shared>>, args: &[String], emitter: Option<Ev
     shared.borrow_mut().phase = phase;
 }
 
-/// The activity is over for the requestor: its password stops working now. Only a
-/// ready activity can fail; the revocation is awaited, so whoever reports the failure
-/// next reports a password that no longer works.
+/// The activity is over for the requestor: its password stops working and its
+/// connections close now. Only a ready activity can fail; the cut-off is awaited, so
+/// whoever reports the failure next reports a password that no longer works.
 async fn fail(shared: &Rc<RefCell<Shared>>, reason: String) {
-    let revocation = {
+    let (cut_off, emitter, activity) = {
         let mut s = shared.borrow_mut();
         if !matches!(s.phase, Phase::Ready(_)) {
             return;
         }
-        let Phase::Ready(active) = std::mem::replace(&mut s.phase, Phase::Stopped) else {
+        let Phase::Ready(mut active) = std::mem::replace(&mut s.phase, Phase::Stopped) else {
             return;
         };
         log::error!("activity {}: {reason}", s.activity);
-        let revocation = active.session.revoke();
+        let cut_off = active.session.cut_off();
+        let emitter = active.emitter.clone();
         s.phase = Phase::Failed {
             reason,
             active: Some(active),
         };
-        revocation
+        (cut_off, emitter, s.activity.clone())
     };
-    if let Err(e) = revocation.await {
-        log::error!("{e}");
-    }
+    final_bill(emitter.as_ref(), cut_off.await, &activity).await;
 }
 
 /// The STATUS line, and the failure reason when failed. Read live: a child that

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::billing::RequestLog;
 use crate::cancel::Cancel;
 use crate::config::Config;
-use crate::credentials::Credentials;
+use crate::credentials::{new_user, Credentials};
+use crate::gateway::Gateway;
 use crate::health::{self, JsonRpc};
 use crate::htpasswd::HtpasswdFile;
 use crate::netlock::NetworkLock;
@@ -32,11 +32,14 @@ enum Backend {
     Shared,
 }
 
-/// Everything one activity holds; dropping it revokes the credentials.
+/// Everything one activity holds; dropping it revokes the credentials, then ends every
+/// connection of its gateway (fields drop in this order).
 pub struct Session {
     network: Network,
     backend: Backend,
     credentials: Credentials,
+    /// `None` once the activity is cut off (see [`Session::cut_off`]).
+    gateway: Option<Gateway>,
     rpc: JsonRpc,
     url: String,
     chain_id: String,
@@ -52,7 +55,7 @@ pub async fn open(
     activity: &str,
     args: &[String],
     cancel: &Cancel,
-) -> Result<(Session, RequestLog), String> {
+) -> Result<Session, String> {
     let network =
         crate::request::network_from_start_args(args, config.networks(), config.default_network())?;
     log::info!("activity {activity}: starting a {network} node");
@@ -84,18 +87,22 @@ pub async fn open(
             (Backend::Managed(Box::new(OwnNode { node, lock })), chain_id)
         }
     };
-    // Requests are counted from here: the log's earlier lines are other activities'.
-    let request_log = RequestLog::open_at_end(crate::billing::log_path(config.data_dir()));
-    let issued = Credentials::issue(
-        HtpasswdFile::new(config.passwd_file(&network)),
-        &network,
-        config.password_length(),
-        config.password_hash(),
-        &owner,
-    )
-    .await;
-    let credentials = match issued {
-        Ok(credentials) => credentials,
+    // The gateway binds before the credentials exist, so nginx never finds a user
+    // whose socket is missing.
+    let opened = match open_gateway(config, &network).await {
+        Ok((user, gateway)) => Credentials::issue(
+            HtpasswdFile::new(config.passwd_file(&network)),
+            user,
+            config.password_length(),
+            config.password_hash(),
+            &owner,
+        )
+        .await
+        .map(|credentials| (credentials, gateway)),
+        Err(e) => Err(e),
+    };
+    let (credentials, gateway) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             if let Backend::Managed(own) = &backend {
                 own.node.abort().await;
@@ -112,12 +119,27 @@ pub async fn open(
         network,
         backend,
         credentials,
+        gateway: Some(gateway),
         rpc,
         chain_id,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         ready_since: Instant::now(),
     };
-    Ok((session, request_log))
+    Ok(session)
+}
+
+/// The activity's gateway on a fresh user's socket. A socket name another live
+/// gateway holds (a draw of 82 random bits colliding) is drawn again.
+async fn open_gateway(config: &Config, network: &Network) -> Result<(String, Gateway), String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let user = new_user(network);
+        match Gateway::start(config.gateway_spec(network, &user)).await {
+            Ok(gateway) => return Ok((user, gateway)),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("cannot open the activity's gateway: {last}"))
 }
 
 impl Session {
@@ -161,6 +183,26 @@ impl Session {
         self.credentials.revoke()
     }
 
+    /// Changes of the calls billed so far; `None` once cut off.
+    pub fn billed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.gateway.as_ref().map(Gateway::watch_billed)
+    }
+
+    /// Ends the activity's service: the password stops working, then every connection
+    /// of the gateway is closed (keep-alive HTTP and WebSockets). The future resolves
+    /// to the final count of billed calls, or `None` if the activity was cut off
+    /// before. It borrows nothing, so the caller may release the activity's state.
+    pub fn cut_off(&mut self) -> impl std::future::Future<Output = Option<u64>> + 'static {
+        let revoke = self.credentials.revoke();
+        let gateway = self.gateway.take();
+        async move {
+            if let Err(e) = revoke.await {
+                log::error!("{e}");
+            }
+            Some(gateway?.close().await)
+        }
+    }
+
     pub fn served(&self) -> Served<'_> {
         Served {
             network: self.network.name(),
@@ -174,20 +216,19 @@ impl Session {
         }
     }
 
-    /// Revokes first (the activity is over for the requestor the moment stop begins),
+    /// Cuts the activity off (the requestor's service ends the moment stop begins),
     /// then asks the node to stop within `stop_timeout`, and reports what still runs.
-    pub async fn close(mut self, stop_timeout: Duration, activity: &str) {
+    /// Returns the final billed count, if this stop cut the activity off.
+    pub async fn close(mut self, stop_timeout: Duration, activity: &str) -> Option<u64> {
         let started = Instant::now();
-        if let Err(e) = self.credentials.revoke().await {
-            log::error!("activity {activity}: {e}");
-        }
+        let billed = self.cut_off().await;
         let network = &self.network;
         let Backend::Managed(own) = &mut self.backend else {
             log::info!(
                 "activity {activity}: access to the shared {network} node revoked in {} ms",
                 started.elapsed().as_millis()
             );
-            return;
+            return billed;
         };
         own.lock.mark_stopping();
         let report = own.node.stop(stop_timeout).await;
@@ -203,6 +244,7 @@ impl Session {
             "activity {activity}: stopped in {} ms",
             started.elapsed().as_millis()
         );
+        billed
     }
 }
 
@@ -234,12 +276,19 @@ async fn sweep_dead_credentials(config: &Config, here: &Owner) {
     for (path, result) in swept {
         match result {
             Ok(users) if users.is_empty() => {}
-            Ok(users) => log::warn!(
-                "swept {} credential(s) of runtimes that died without stopping from {}: {}",
-                users.len(),
-                path.display(),
-                users.join(", ")
-            ),
+            Ok(users) => {
+                // Their gateways died with them; a stale socket only costs nginx a
+                // refused connection, but it is theirs to clean up no more.
+                for user in &users {
+                    let _ = std::fs::remove_file(config.socket_path(user));
+                }
+                log::warn!(
+                    "swept {} credential(s) of runtimes that died without stopping from {}: {}",
+                    users.len(),
+                    path.display(),
+                    users.join(", ")
+                );
+            }
             Err(e) => log::error!("cannot sweep {}: {e}", path.display()),
         }
     }

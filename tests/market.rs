@@ -71,9 +71,14 @@ fn matches(filter: &str, props: &Map<String, Value>) -> bool {
 
 #[test]
 fn the_offer_advertises_what_a_requestor_can_constrain_on() {
-    let provider = Provider::new(
-        json!({"networks": {"sepolia": {"slot": 1}, "mainnet": {"slot": 0, "mode": "shared"}}}),
-    );
+    let provider = Provider::new(json!({
+        "networks": {
+            "sepolia": {"slot": 1},
+            "mainnet": {"slot": 0, "mode": "shared", "limits": {"calls_per_sec": 50}}
+        },
+        "limits": {"batch": 20},
+        "method_weights": {"debug_traceTransaction": 20}
+    }));
     let out = run(&provider, "offer-template");
     assert!(
         out.status.success(),
@@ -109,6 +114,22 @@ fn the_offer_advertises_what_a_requestor_can_constrain_on() {
         props["golem.runtime.erigon.request-counter"],
         "golem.usage.erigon.requests"
     );
+    // Limits per network: the gateway's defaults, the provider's `limits`, then the
+    // network's own; and the prices of methods in compute units.
+    let limit = |key: &str| props[&format!("golem.runtime.erigon.limits.{key}")].clone();
+    assert_eq!(limit("sepolia.calls-per-sec"), 200);
+    assert_eq!(limit("mainnet.calls-per-sec"), 50);
+    assert_eq!(limit("sepolia.batch"), 20);
+    assert_eq!(limit("mainnet.batch"), 20);
+    assert_eq!(limit("sepolia.websockets"), 16);
+    assert_eq!(
+        props["golem.runtime.erigon.method-weights.debug_traceTransaction"],
+        20
+    );
+    assert_eq!(
+        props["golem.runtime.erigon.method-weights.eth_subscription"],
+        0
+    );
 
     // The README's requestor-side example, and its misses.
     let wanted = "(&(golem.runtime.erigon.networks=sepolia)(golem.runtime.erigon.endpoint.ws=true)(golem.runtime.erigon.version=3.*))";
@@ -129,7 +150,17 @@ fn the_self_test_passes_and_names_the_fix_for_each_failure() {
     let provider = Provider::new(json!({}));
     let site = provider.root.path().join("site.conf");
     let routes = provider.data_dir.join("nginx/routes.conf");
-    std::fs::write(&site, format!("include {};\n", routes.display())).unwrap();
+    let locations = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("conf/nginx/ya-runtime-erigon-locations.conf");
+    std::fs::write(
+        &site,
+        format!(
+            "include {};\ninclude {};\n",
+            routes.display(),
+            locations.display()
+        ),
+    )
+    .unwrap();
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(&provider.config_path).unwrap()).unwrap();
     config["nginx_site_path"] = json!(site);
@@ -168,6 +199,12 @@ fn the_self_test_passes_and_names_the_fix_for_each_failure() {
     failing(
         json!({"nginx_site_path": provider.root.path().join("other.conf")}),
         &["does not include", "routes.conf"],
+    );
+    let old_site = provider.root.path().join("old-site.conf");
+    std::fs::write(&old_site, format!("include {};\n", routes.display())).unwrap();
+    failing(
+        json!({"nginx_site_path": old_site}),
+        &["does not proxy to the activities' gateways", "reinstall it"],
     );
     let not_exec = provider.root.path().join("erigon-not-executable");
     std::fs::write(&not_exec, "").unwrap();

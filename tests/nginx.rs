@@ -289,8 +289,9 @@ async fn a_real_json_rpc_client_library_calls_through_nginx() {
 }
 
 #[tokio::test]
-async fn each_activity_is_billed_for_its_own_authenticated_requests() {
+async fn each_activity_is_billed_for_the_calls_it_was_answered_and_nothing_else() {
     const N: usize = 25;
+    const BATCH: usize = 10;
     let counter = ya_runtime_erigon::billing::COUNTER;
     let (provider, nginx) = provider_behind_nginx(json!({}));
     let (a, b) = tokio::join!(
@@ -299,7 +300,8 @@ async fn each_activity_is_billed_for_its_own_authenticated_requests() {
     );
     let (ua, pa) = creds(&a.ready_status().await);
     let (ub, pb) = creds(&b.ready_status().await);
-    // Not A's to pay: wrong passwords, no credentials, and B's own requests.
+    // Not A's to pay: wrong passwords, no credentials, A's name on B's network, and
+    // B's own requests.
     for _ in 0..5 {
         assert_eq!(
             post(&nginx.url("/dev"), Some((&ua, "wrong-password-000")))
@@ -309,6 +311,10 @@ async fn each_activity_is_billed_for_its_own_authenticated_requests() {
         );
         assert_eq!(post(&nginx.url("/dev"), None).await.status, 401);
         assert_eq!(
+            post(&nginx.url("/sepolia"), Some((&ua, &pa))).await.status,
+            401
+        );
+        assert_eq!(
             post(&nginx.url("/sepolia"), Some((&ub, &pb))).await.status,
             200
         );
@@ -316,22 +322,29 @@ async fn each_activity_is_billed_for_its_own_authenticated_requests() {
     for _ in 0..N {
         assert_eq!(post(&nginx.url("/dev"), Some((&ua, &pa))).await.status, 200);
     }
-    // The count is cumulative and reported every second; once it has reached N, the
-    // next report (made after every request above was logged) must still be N.
-    let mut value = 0.0;
-    while value < N as f64 {
-        value = a.next_counter(counter).await;
-    }
+    // A batch bills each of its calls.
+    let batch: Vec<_> = (0..BATCH)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_chainId", "params": []}))
+        .collect();
+    let answers: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(nginx.url("/dev"))
+        .basic_auth(&ua, Some(&pa))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answers.as_array().map(Vec::len), Some(BATCH), "{answers}");
+    // The final count is reported before the Shutdown answer.
     assert_eq!(
-        a.next_counter(counter).await,
-        N as f64,
-        "A billed exactly its {N} requests"
+        a.shutdown_billed(counter).await,
+        (N + BATCH) as f64,
+        "A billed exactly its {N} calls and its batch of {BATCH}"
     );
-    let mut b_value = 0.0;
-    while b_value < 5.0 {
-        b_value = b.next_counter(counter).await;
-    }
-    assert_eq!(b.next_counter(counter).await, 5.0);
-    a.shutdown().await;
-    b.shutdown().await;
+    assert_eq!(b.shutdown_billed(counter).await, 5.0, "B billed its own 5");
 }

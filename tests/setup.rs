@@ -161,9 +161,11 @@ fn installs_once_then_changes_nothing_and_keeps_edits() {
     let routes = host
         .prefix()
         .join("var/lib/ya-runtime-erigon/nginx/routes.conf");
-    assert!(std::fs::read_to_string(&routes)
-        .unwrap()
-        .contains("upstream erigon_sepolia"));
+    let routes = std::fs::read_to_string(&routes).unwrap();
+    assert!(routes.contains("    sepolia 1;\n"), "{routes}");
+    // The activities' sockets go into the folder nginx's group can reach.
+    let sockets = format!("\"{}/$erigon_activity.sock\"", auth.display());
+    assert!(routes.contains(&sockets), "{routes}");
 
     // The installed site is valid for the real nginx.
     let site = host

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Config, CredentialSettings, LogSettings, NodeSettings};
+use crate::gateway::{Limits, Weights};
 use crate::hash::HashScheme;
 use crate::network::{NetworkSpec, Networks, NumberOrText, DEFAULT_NETWORKS};
 use crate::nodespec::{ERIGON_FLAGS, RPCDAEMON_FLAGS};
@@ -53,6 +54,14 @@ pub(super) struct RawConfig {
     rpcdaemon_args: Vec<String>,
     /// The installed nginx site, checked by `ya-runtime-erigon test`.
     nginx_site_path: PathBuf,
+    /// Where each activity's gateway socket goes; the folder of `passwd_file_path` by
+    /// default, which the provider set-up makes reachable for nginx's group.
+    socket_dir: Option<PathBuf>,
+    /// Per-activity limits of every network (a network's `limits` overrides keys).
+    limits: serde_json::Map<String, serde_json::Value>,
+    /// Compute units per JSON-RPC method (default 1 per call); `eth_subscription` is
+    /// the weight of each subscription notification (default 0).
+    method_weights: BTreeMap<String, u32>,
 }
 
 /// Under the user's data folder; a HOME that is not UTF-8 cannot be written into the
@@ -101,6 +110,9 @@ impl Default for RawConfig {
             erigon_args: vec![],
             rpcdaemon_args: vec![],
             nginx_site_path: PathBuf::from("/etc/nginx/sites-enabled/ya-runtime-erigon.conf"),
+            socket_dir: None,
+            limits: serde_json::Map::new(),
+            method_weights: BTreeMap::new(),
         }
     }
 }
@@ -162,6 +174,9 @@ impl RawConfig {
             erigon_args,
             rpcdaemon_args,
             nginx_site_path,
+            socket_dir,
+            limits,
+            method_weights,
         } = self;
         let public_addr = validate_public_addr(&public_addr)?;
         absolute("data_dir", &data_dir)?;
@@ -181,6 +196,7 @@ impl RawConfig {
         if port_base == 0 {
             return Err("key `port_base` is 0; accepted: 1 to 65535".into());
         }
+        let limits = network_limits(&limits, &networks)?;
         let networks = Networks::new(networks, port_base, erigon_http_port)?;
         let default_network = networks
             .resolve(&default_network)
@@ -198,6 +214,9 @@ impl RawConfig {
             " (the ExeUnit kills the runtime 5 s after Shutdown)",
         )?;
         let logs = LogSettings::validate(log_dir, &data_dir, log_max_bytes, log_files)?;
+        let socket_dir = validate_socket_dir(socket_dir, &credentials.passwd_file_path)?;
+        let mut weights = Weights::default();
+        weights.methods.extend(method_weights);
         let node = NodeSettings {
             erigon: binary("erigon_path", erigon_path, runtime_dir, "erigon")?,
             rpcdaemon: binary("rpcdaemon_path", rpcdaemon_path, runtime_dir, "rpcdaemon")?,
@@ -220,8 +239,80 @@ impl RawConfig {
             stop_timeout: Duration::from_millis(stop_timeout_ms),
             nginx_site_path,
             passwd_tool_path,
+            socket_dir,
+            limits,
+            weights,
         })
     }
+}
+
+/// Each network's limits: the gateway's defaults, then the configuration's `limits`,
+/// then the network's own. Every value must be at least 1 (0 would refuse every call).
+fn network_limits(
+    top: &serde_json::Map<String, serde_json::Value>,
+    networks: &BTreeMap<String, NetworkSpec>,
+) -> Result<BTreeMap<String, Limits>, String> {
+    let typed = |key: String, object: &serde_json::Map<String, serde_json::Value>| {
+        let limits: Limits = serde_path_to_error::deserialize(serde_json::Value::Object(
+            object.clone(),
+        ))
+        .map_err(|e| match e.path().to_string().as_str() {
+            "." => format!("key `{key}`: {}", e.inner()),
+            at => format!("key `{key}.{at}`: {}", e.inner()),
+        })?;
+        let zero = serde_json::to_value(&limits)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .and_then(|o| o.into_iter().find(|(_, v)| v.as_u64() == Some(0)));
+        match zero {
+            Some((name, _)) => Err(format!(
+                "key `{key}.{name}` is 0; accepted: 1 to {} (0 would refuse every call)",
+                u32::MAX
+            )),
+            None => Ok(limits),
+        }
+    };
+    typed("limits".into(), top)?;
+    networks
+        .iter()
+        .map(|(name, spec)| {
+            let mut merged = top.clone();
+            merged.extend(spec.limits.clone());
+            let key = if spec.limits.is_empty() {
+                "limits".to_string()
+            } else {
+                format!("networks.{name}.limits")
+            };
+            typed(key, &merged).map(|limits| (name.clone(), limits))
+        })
+        .collect()
+}
+
+/// Unix socket paths are limited to 107 bytes: a folder that leaves no room for the
+/// longest activity socket name is refused now, not at an activity's start.
+fn validate_socket_dir(given: Option<PathBuf>, passwd_file_path: &str) -> Result<PathBuf, String> {
+    /// `<16 random>.sock` (see `Config::socket_path`).
+    const LONGEST_NAME: usize = 16 + 5;
+    const SUN_PATH: usize = 107;
+    let (key, dir) = match given {
+        Some(dir) => ("socket_dir", dir),
+        None => (
+            "passwd_file_path",
+            Path::new(passwd_file_path)
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+        ),
+    };
+    absolute(key, &dir)?;
+    let room = SUN_PATH.saturating_sub(LONGEST_NAME + 1);
+    if dir.as_os_str().len() > room {
+        return Err(format!(
+            "key `{key}`: the socket folder {} is {} bytes long; accepted: at most {room}, since a Unix socket path is at most {SUN_PATH} bytes (set `socket_dir` to a shorter folder nginx can reach)",
+            printable(&dir.to_string_lossy()),
+            dir.as_os_str().len()
+        ));
+    }
+    Ok(dir)
 }
 
 fn validate_public_addr(text: &str) -> Result<url::Url, String> {

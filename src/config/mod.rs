@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::gateway::{GatewaySpec, Limits, Weights};
 use crate::hash::HashScheme;
 use crate::network::{Network, Networks};
 use crate::nodespec::NodeSpec;
@@ -85,6 +86,10 @@ pub struct Config {
     pub(super) nginx_site_path: PathBuf,
     /// Set when the file still names `passwd_tool_path`, so the log can say it is ignored.
     pub(super) passwd_tool_path: Option<String>,
+    pub(super) socket_dir: PathBuf,
+    /// Each network's per-activity limits, by name.
+    pub(super) limits: std::collections::BTreeMap<String, Limits>,
+    pub(super) weights: Weights,
 }
 
 impl Config {
@@ -196,6 +201,41 @@ impl Config {
 
     pub fn passwd_tool_path(&self) -> Option<&str> {
         self.passwd_tool_path.as_deref()
+    }
+
+    /// Where the gateways' sockets go (nginx's group must reach the folder).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The socket of the activity whose user is `user`: named after the user's random
+    /// part, as nginx's map derives it from `$remote_user` (see `nginx`), which keeps
+    /// the path short (a Unix socket path is at most 107 bytes).
+    pub fn socket_path(&self, user: &str) -> PathBuf {
+        let random = user.rsplit('-').next().unwrap_or(user);
+        self.socket_dir.join(format!("{random}.sock"))
+    }
+
+    /// The per-activity limits on `network`.
+    pub fn limits(&self, network: &Network) -> Limits {
+        self.limits.get(network.name()).cloned().unwrap_or_default()
+    }
+
+    /// Compute units per method, where they differ from 1 per call (and the weight of
+    /// a subscription notification).
+    pub fn method_weights(&self) -> &std::collections::BTreeMap<String, u32> {
+        &self.weights.methods
+    }
+
+    /// The gateway of the activity `user` on `network`: its socket, the node it
+    /// forwards to, its limits and the method weights.
+    pub fn gateway_spec(&self, network: &Network, user: &str) -> GatewaySpec {
+        GatewaySpec {
+            socket: self.socket_path(user),
+            upstream: self.rpc_addr(network),
+            limits: self.limits(network),
+            weights: self.weights.clone(),
+        }
     }
 
     /// Everything a managed node of `network` needs to run.

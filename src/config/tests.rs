@@ -166,6 +166,17 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
             "cannot be overridden",
         ),
         (json!({"erigon_path": "erigon"}), "key `erigon_path`"),
+        (json!({"limits": {"batch": 0}}), "key `limits.batch` is 0; accepted: 1 to"),
+        (json!({"limits": {"colour": 1}}), "key `limits.colour`: unknown field `colour`, expected one of `calls_per_sec`"),
+        (
+            json!({"networks": {"a": {"slot": 0, "limits": {"burst": "x"}}}, "default_network": "a"}),
+            "key `networks.a.limits.burst`",
+        ),
+        (
+            json!({"socket_dir": format!("/{}", "s".repeat(90))}),
+            "key `socket_dir`: the socket folder",
+        ),
+        (json!({"socket_dir": "run"}), "key `socket_dir`: \"run\" is a relative path"),
         (
             json!({"networks": {"a": {"slot": 65535}}, "default_network": "a"}),
             "`networks.a.slot` is 65535",

@@ -142,7 +142,7 @@ fn answer(mut request: tiny_http::Request, node: &std::sync::Arc<Node>, vhosts: 
         return;
     }
     let reply = match serde_json::from_str::<Value>(&body) {
-        Ok(call) => reply_to(&call, node),
+        Ok(call) => answer_call_or_batch(&call, node),
         Err(_) => {
             json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}})
         }
@@ -160,6 +160,18 @@ fn answer(mut request: tiny_http::Request, node: &std::sync::Arc<Node>, vhosts: 
 fn sync_state(node: &Node) -> Option<Value> {
     let text = std::fs::read_to_string(node.datadir.join("standin-syncing")).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// A batch is answered element by element, in one array, as rpcdaemon does; an empty
+/// batch is an invalid request.
+fn answer_call_or_batch(call: &Value, node: &Node) -> Value {
+    match call.as_array() {
+        Some(batch) if batch.is_empty() => {
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "empty batch"}})
+        }
+        Some(batch) => Value::Array(batch.iter().map(|c| reply_to(c, node)).collect()),
+        None => reply_to(call, node),
+    }
 }
 
 fn reply_to(call: &Value, node: &Node) -> Value {
@@ -267,7 +279,10 @@ fn serve_websocket(request: tiny_http::Request, key: &str, node: std::sync::Arc<
             let reply = match opcode {
                 0x1 => {
                     let call: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-                    (0x1, reply_to(&call, &node).to_string().into_bytes())
+                    (
+                        0x1,
+                        answer_call_or_batch(&call, &node).to_string().into_bytes(),
+                    )
                 }
                 0x9 => (0xA, payload),
                 0x8 => {

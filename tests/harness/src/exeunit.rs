@@ -187,6 +187,22 @@ impl Activity {
         took
     }
 
+    /// Shutdown as [`Activity::shutdown`] does, then the last value of usage counter
+    /// `name` the runtime reported *before* the Shutdown answer (0 if none): what the
+    /// ExeUnit bills, since it kills the runtime right after the answer.
+    pub async fn shutdown_billed(self, name: &str) -> f64 {
+        let counters = std::mem::replace(&mut *self.counters.lock().await, unbounded_channel().1);
+        self.shutdown().await;
+        let mut counters = counters;
+        let mut last = 0.0;
+        while let Ok((got, value)) = counters.try_recv() {
+            if got == name {
+                last = value;
+            }
+        }
+        last
+    }
+
     /// SIGKILL, as the ExeUnit does after Shutdown (or a crash would).
     pub async fn kill(&self) {
         self.service.stop();

@@ -54,6 +54,7 @@ impl Nginx {
             tls: None,
             extra_http: String::new(),
             auth: true,
+            workers: "1",
         }
     }
 
@@ -99,9 +100,17 @@ pub struct NginxBuilder {
     tls: Option<Tls>,
     extra_http: String,
     auth: bool,
+    workers: &'static str,
 }
 
 impl NginxBuilder {
+    /// `worker_processes`: 1 unless set (a benchmark pins that one worker); Debian's
+    /// own nginx.conf says `auto`, one per core.
+    pub fn workers(mut self, workers: &'static str) -> Self {
+        self.workers = workers;
+        self
+    }
+
     /// The TLS variant of the site, with this certificate.
     pub fn tls(mut self, tls: &Tls) -> Self {
         self.tls = Some(tls.clone());
@@ -130,6 +139,7 @@ impl NginxBuilder {
             tls,
             extra_http,
             auth,
+            workers,
         } = self;
         for dir in ["logs", "tmp", "conf"] {
             std::fs::create_dir_all(prefix.join(dir)).unwrap();
@@ -138,8 +148,8 @@ impl NginxBuilder {
         let locations = prefix.join("conf/ya-runtime-erigon-locations.conf");
         let mut shipped =
             std::fs::read_to_string(conf.join("ya-runtime-erigon-locations.conf")).unwrap();
-        let requests = routes.with_file_name("requests.log");
-        shipped = shipped.replace("@ACCESS_LOG@", &requests.display().to_string());
+        let error_log = prefix.join("logs/error.log");
+        shipped = shipped.replace("@ERROR_LOG@", &error_log.display().to_string());
         if !auth {
             let auth = "auth_basic \"ya-runtime-erigon\";";
             assert!(shipped.contains(auth));
@@ -177,7 +187,7 @@ impl NginxBuilder {
         std::fs::write(prefix.join("conf/site.conf"), site).unwrap();
         let tmp = prefix.join("tmp").display().to_string();
         let main = format!(
-            "{user}worker_processes 1;\n\
+            "{user}worker_processes {workers};\n\
              pid {p}/nginx.pid;\n\
              error_log {p}/logs/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\

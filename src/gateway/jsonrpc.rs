@@ -1,0 +1,345 @@
+//! Reading just enough of JSON-RPC messages to limit and bill them, and the
+//! gateway's own error answers.
+//!
+//! Only the `id` and `method` of each call are kept; everything else is
+//! checked for syntax and skipped without allocating, and a batch keeps at
+//! most `max_batch` calls, so a hostile 1 MiB body costs a bounded amount of
+//! memory whatever its shape.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{json, Value};
+
+/// JSON-RPC error codes the gateway answers with itself.
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INTERNAL_ERROR: i64 = -32603;
+/// "Limit exceeded", as hosted services answer a throttled call.
+pub const LIMIT_EXCEEDED: i64 = -32005;
+
+/// One element of a request (or of the node's answer).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Call {
+    /// `Some(Value::Null)` for `"id": null`, which still expects an answer;
+    /// `None` when there is no id at all: a notification.
+    pub id: Option<Value>,
+    pub method: Option<String>,
+    /// False for an element that is not a JSON object; the node answers it
+    /// with an error whose id is null.
+    pub object: bool,
+}
+
+#[cfg(test)]
+impl Call {
+    pub fn is_notification(&self) -> bool {
+        self.object && self.id.is_none()
+    }
+}
+
+/// A parsed request body or WebSocket message.
+#[derive(Debug, PartialEq)]
+pub enum Message {
+    Single(Call),
+    /// `len` counts every element; `calls` holds at most the first
+    /// `max_batch` of them (all of them when `len <= max_batch`).
+    Batch {
+        calls: Vec<Call>,
+        len: usize,
+    },
+}
+
+impl Message {
+    /// How many calls the message carries.
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Single(_) => 1,
+            Message::Batch { len, .. } => *len,
+        }
+    }
+
+    pub fn calls(&self) -> &[Call] {
+        match self {
+            Message::Single(call) => std::slice::from_ref(call),
+            Message::Batch { calls, .. } => calls,
+        }
+    }
+}
+
+/// Why a body is not a request the node should see.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bad {
+    /// Not JSON: -32700.
+    Parse,
+    /// JSON, but neither an object nor a non-empty array: -32600.
+    Invalid,
+}
+
+impl Bad {
+    /// The error the client gets (the message is not forwarded, not billed).
+    pub fn answer(&self) -> Bytes {
+        match self {
+            Bad::Parse => error(&Value::Null, PARSE_ERROR, "parse error"),
+            Bad::Invalid => error(&Value::Null, INVALID_REQUEST, "invalid request"),
+        }
+    }
+}
+
+/// Reads a request; a batch longer than `max_batch` is still checked for
+/// syntax, but only its length is kept past that point.
+pub fn parse(body: &[u8], max_batch: usize) -> Result<Message, Bad> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let message = TopSeed { max_batch }
+        .deserialize(&mut de)
+        .map_err(classify)?;
+    de.end().map_err(classify)?;
+    if let Message::Batch { len: 0, .. } = message {
+        return Err(Bad::Invalid);
+    }
+    Ok(message)
+}
+
+fn classify(e: serde_json::Error) -> Bad {
+    match e.classify() {
+        serde_json::error::Category::Data => Bad::Invalid,
+        _ => Bad::Parse,
+    }
+}
+
+/// The key that matches an answer's id to its call: the id as JSON text, so
+/// that 1 and "1" stay different.
+pub fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// One JSON-RPC error object.
+pub fn error_value(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+pub fn error(id: &Value, code: i64, message: &str) -> Bytes {
+    Bytes::from(error_value(id, code, message).to_string())
+}
+
+/// The gateway's answer refusing a whole message: for a single call, one
+/// error with its id; for a batch, an array with one error per call with its
+/// id, which ethers and viem both match to their calls. A batch longer than
+/// was kept (refused by the batch limit) gets one error with a null id: its
+/// ids were not kept, on purpose, to keep memory bounded.
+pub fn refuse(message: &Message, code: i64, text: &str) -> Bytes {
+    match message {
+        Message::Single(call) => error(call.id.as_ref().unwrap_or(&Value::Null), code, text),
+        Message::Batch { calls, len } if calls.len() == *len => {
+            let errors: Vec<Value> = calls
+                .iter()
+                .map(|c| error_value(c.id.as_ref().unwrap_or(&Value::Null), code, text))
+                .collect();
+            Bytes::from(Value::Array(errors).to_string())
+        }
+        Message::Batch { .. } => error(&Value::Null, code, text),
+    }
+}
+
+struct TopSeed {
+    max_batch: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for TopSeed {
+    type Value = Message;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Message, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed {
+    type Value = Message;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC call or batch")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
+        CallVisitor.visit_map(map).map(Message::Single)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Message, A::Error> {
+        let mut calls = Vec::new();
+        let mut len = 0usize;
+        loop {
+            if len < self.max_batch {
+                match seq.next_element::<Call>()? {
+                    Some(call) => calls.push(call),
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            len = len.saturating_add(1);
+        }
+        Ok(Message::Batch { calls, len })
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Call {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Call, D::Error> {
+        d.deserialize_any(CallVisitor)
+    }
+}
+
+/// Keeps `id` and `method` of an object; anything else is a non-object call.
+struct CallVisitor;
+
+impl<'de> Visitor<'de> for CallVisitor {
+    type Value = Call;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC call")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Call, A::Error> {
+        let mut call = Call {
+            object: true,
+            ..Call::default()
+        };
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Id => call.id = Some(map.next_value::<Value>()?),
+                Key::Method => {
+                    call.method = match map.next_value::<Value>()? {
+                        Value::String(method) => Some(method),
+                        _ => None,
+                    }
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(call)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Call, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Call::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Call, E> {
+        Ok(Call::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Call, E> {
+        Ok(Call::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Call, E> {
+        Ok(Call::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Call, E> {
+        Ok(Call::default())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Call, E> {
+        Ok(Call::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Call, E> {
+        Ok(Call::default())
+    }
+}
+
+enum Key {
+    Id,
+    Method,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "id" => Key::Id,
+                    "method" => Key::Method,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: Option<Value>, method: &str) -> Call {
+        Call {
+            id,
+            method: Some(method.into()),
+            object: true,
+        }
+    }
+
+    #[test]
+    fn keeps_ids_and_methods_and_tells_notifications() {
+        let m = parse(
+            br#"{"jsonrpc":"2.0","id":7,"method":"eth_chainId","params":[]}"#,
+            10,
+        );
+        assert_eq!(m, Ok(Message::Single(call(Some(json!(7)), "eth_chainId"))));
+        let m = parse(
+            br#"[{"id":null,"method":"a"},{"method":"b"},5,"x",[1,[2]]]"#,
+            10,
+        );
+        let Ok(Message::Batch { calls, len: 5 }) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(calls[0], call(Some(Value::Null), "a"));
+        assert!(calls[1].is_notification());
+        assert!(calls[2..].iter().all(|c| !c.object && !c.is_notification()));
+    }
+
+    #[test]
+    fn a_long_batch_keeps_only_its_length() {
+        let body = format!("[{}]", vec![r#"{"id":1,"method":"m"}"#; 10_000].join(","));
+        let Ok(Message::Batch { calls, len }) = parse(body.as_bytes(), 100) else {
+            panic!()
+        };
+        assert_eq!((calls.len(), len), (100, 10_000));
+    }
+
+    #[test]
+    fn tells_bad_json_from_bad_requests() {
+        for bad in [&b"{"[..], b"", b"[1,]", b"{} {}", b"\xff", b"nul"] {
+            assert_eq!(parse(bad, 10), Err(Bad::Parse), "{bad:?}");
+        }
+        for invalid in [&b"[]"[..], b"5", b"\"x\"", b"null", b" [ ] "] {
+            assert_eq!(parse(invalid, 10), Err(Bad::Invalid), "{invalid:?}");
+        }
+        // Deep nesting is skipped, not recursed into: no stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(parse(deep.as_bytes(), 10).map(|m| m.len()), Ok(1));
+        let deep = format!(
+            r#"{{"id":1,"params":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(parse(deep.as_bytes(), 10).map(|m| m.len()), Ok(1));
+        let deep = format!(r#"{{"id":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(parse(deep.as_bytes(), 10), Err(Bad::Parse));
+    }
+
+    #[test]
+    fn refusals_answer_each_call_by_its_id() {
+        let m = parse(br#"[{"id":1,"method":"a"},{"id":"x","method":"b"}]"#, 10).unwrap();
+        let v: Value = serde_json::from_slice(&refuse(&m, LIMIT_EXCEEDED, "no")).unwrap();
+        assert_eq!(v[0]["id"], json!(1));
+        assert_eq!(v[1]["id"], json!("x"));
+        assert_eq!(v[1]["error"]["code"], json!(-32005));
+        let m = parse(br#"[{"id":1},{"id":2},{"id":3}]"#, 2).unwrap();
+        let v: Value = serde_json::from_slice(&refuse(&m, LIMIT_EXCEEDED, "no")).unwrap();
+        assert_eq!(v["id"], Value::Null);
+    }
+}

@@ -1,0 +1,277 @@
+//! The activity's gateway: a JSON-RPC proxy on a Unix socket between nginx
+//! and the node, so that each activity's traffic is metered per call,
+//! limited, and cut off when the activity ends.
+//!
+//! - `jsonrpc`: reading requests (bounded) and the gateway's own errors.
+//! - `limits`: the limits, the weights and the admission of each request.
+//! - `meter`: the billing counter and matching answers to calls.
+//! - `scan`: finding answers in an HTTP answer as it streams.
+//! - `http`, `ws`: the two ways a client calls.
+
+mod http;
+mod jsonrpc;
+mod limits;
+mod meter;
+mod scan;
+mod ws;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use limits::{Limits, Weights, NOTIFICATION};
+
+use limits::Gate;
+use meter::Ledger;
+
+/// How long a stop lets answers already on their way finish; past it they
+/// are dropped with their connections. Short, since no call may be answered
+/// later than 1 s after the Shutdown answer.
+const DRAIN: Duration = Duration::from_millis(200);
+/// A client that has not sent its request headers by then is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's read buffer cap (headers included): requests are small but
+/// for their bodies, which are bounded separately.
+const MAX_BUF: usize = 64 << 10;
+/// Idle connections to the node are kept this long for the next call.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// What to serve and how.
+#[derive(Clone, Debug)]
+pub struct GatewaySpec {
+    /// The socket nginx proxies this activity's requests to.
+    pub socket: PathBuf,
+    /// The node's HTTP and WebSocket JSON-RPC port, on loopback.
+    pub upstream: SocketAddr,
+    pub limits: Limits,
+    pub weights: Weights,
+}
+
+/// State every connection of one gateway shares.
+pub(crate) struct Shared {
+    gate: Gate,
+    weights: Weights,
+    ledger: Ledger,
+    upstream: SocketAddr,
+    node_uri: Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The WebSocket a connection's request accepted, if any, handed from the
+/// request to the connection once hyper lets go of it.
+pub(crate) type WsSlot = Arc<Mutex<Option<ws::Upgrade>>>;
+
+/// A running gateway. Dropping it without [`Gateway::close`] still ends
+/// every connection (in the background) and removes the socket.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    socket: PathBuf,
+    /// (device, inode) of the socket bound, so that only our own is removed.
+    socket_id: (u64, u64),
+}
+
+impl Gateway {
+    /// Binds the Unix socket (removing a stale socket file first only if
+    /// nothing listens on it), mode 0660, and starts serving.
+    pub async fn start(spec: GatewaySpec) -> Result<Gateway, String> {
+        let socket = spec.socket.clone();
+        let shown = socket.display();
+        clear_stale(&spec.socket).await?;
+        let listener =
+            UnixListener::bind(&socket).map_err(|e| format!("cannot bind {shown}: {e}"))?;
+        // nginx's group must connect (write permission); nobody else may.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+            .map_err(|e| format!("cannot set the mode of {shown}: {e}"))?;
+        let meta = std::fs::symlink_metadata(&socket).map_err(|e| format!("{shown}: {e}"))?;
+        let node_uri = Uri::try_from(format!("http://{}/", spec.upstream))
+            .map_err(|e| format!("upstream {}: {e}", spec.upstream))?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(usize::try_from(spec.limits.in_flight).unwrap_or(usize::MAX))
+            .build(connector);
+        let (shutdown, stopping) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            gate: Gate::new(&spec.limits),
+            weights: spec.weights,
+            ledger: Ledger::default(),
+            upstream: spec.upstream,
+            node_uri,
+            client,
+            shutdown: stopping,
+        });
+        let server = tokio::spawn(accept(listener, Arc::clone(&shared)));
+        Ok(Gateway {
+            shared,
+            shutdown,
+            server,
+            socket,
+            socket_id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Billed units so far (cumulative).
+    pub fn billed(&self) -> u64 {
+        self.shared.ledger.billed()
+    }
+
+    /// Changes of [`Gateway::billed`], for a usage counter that follows it.
+    pub fn watch_billed(&self) -> watch::Receiver<u64> {
+        self.shared.ledger.watch()
+    }
+
+    /// Stops accepting and closes every connection now: idle keep-alive
+    /// ones at once, busy ones once their answer is out (at most [`DRAIN`]),
+    /// WebSockets with a Close frame. Removes the socket and returns the
+    /// final billed count: after it returns, no call is answered or billed.
+    pub async fn close(mut self) -> u64 {
+        self.shutdown.send_replace(true);
+        let _ = (&mut self.server).await;
+        self.remove_socket();
+        self.billed()
+    }
+
+    fn remove_socket(&self) {
+        let ours = std::fs::symlink_metadata(&self.socket)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.socket_id);
+        if ours {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        self.remove_socket();
+    }
+}
+
+/// Resolves once the gateway stops (or is dropped).
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A socket file left by a runtime that died is removed; a live one (another
+/// runtime's) is an error, never taken over.
+async fn clear_stale(socket: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = socket.display();
+    match std::fs::symlink_metadata(socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{shown}: {e}")),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(format!("{shown} exists and is not a socket"))
+        }
+        Ok(_) => {}
+    }
+    if UnixStream::connect(socket).await.is_ok() {
+        return Err(format!("{shown}: another gateway is listening on it"));
+    }
+    std::fs::remove_file(socket).map_err(|e| format!("cannot remove the stale {shown}: {e}"))
+}
+
+/// Accepts until the stop, then waits for the connections to end.
+async fn accept(listener: UnixListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped(shared.shutdown.clone()) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => match shared.gate.open_connection() {
+                    Ok(slot) => {
+                        connections.spawn(serve(stream, Arc::clone(&shared), slot));
+                    }
+                    Err(refusal) => turn_away(&stream, &refusal),
+                },
+                Err(e) => {
+                    // Out of descriptors, most likely: let connections end.
+                    log::warn!("gateway: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    // Each connection bounds its own drain; the margin covers scheduling.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN.saturating_mul(2), drained)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Past the connection limit: a canned 429 written without reading the
+/// request (it fits the socket buffer at once), then the connection is
+/// dropped. Nothing is buffered and no task is spawned for it.
+fn turn_away(stream: &UnixStream, refusal: &limits::Refusal) {
+    let body = jsonrpc::error(
+        &serde_json::Value::Null,
+        jsonrpc::LIMIT_EXCEEDED,
+        &refusal.to_string(),
+    );
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        refusal.retry_after,
+        body.len()
+    );
+    let _ = stream.try_write(&[head.as_bytes(), &body].concat());
+}
+
+/// Serves one connection: HTTP requests with keep-alive, or one WebSocket
+/// after an upgrade.
+async fn serve(stream: UnixStream, shared: Arc<Shared>, _slot: tokio::sync::OwnedSemaphorePermit) {
+    let slot: WsSlot = Arc::default();
+    let service = {
+        let (shared, slot) = (Arc::clone(&shared), Arc::clone(&slot));
+        service_fn(move |req| http::handle(req, Arc::clone(&shared), Arc::clone(&slot)))
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BUF)
+        .keep_alive(true);
+    let mut conn = pin!(builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades());
+    tokio::select! {
+        biased;
+        _ = stopped(shared.shutdown.clone()) => {
+            // Idle: closes now. Busy: closes after the answer in progress.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+            return;
+        }
+        _ = conn.as_mut() => {}
+    }
+    let upgrade = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(upgrade) = upgrade {
+        ws::relay(upgrade, shared).await;
+    }
+}

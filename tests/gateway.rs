@@ -1,0 +1,772 @@
+//! The gateway against a real Ethereum node (anvil from npm), attacked as a
+//! hostile requestor would: every test compares what the client was served
+//! with what was billed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixStream};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::WebSocketStream;
+use ya_runtime_erigon::gateway::{Gateway, GatewaySpec, Limits, Weights, NOTIFICATION};
+
+/// A running anvil, killed when dropped.
+struct Anvil {
+    _child: Child,
+    addr: SocketAddr,
+}
+
+/// Starts anvil on a free loopback port; ready once it says where it listens.
+async fn anvil(extra: &[&str]) -> Anvil {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    assert!(
+        bin.is_file(),
+        "anvil is not installed: run `npm ci --prefix tests/tools` (.ci/test does)"
+    );
+    let mut child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("anvil starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let listening = async {
+        while let Some(line) = lines.next_line().await.expect("anvil's stdout") {
+            if let Some(addr) = line.trim().strip_prefix("Listening on ") {
+                return addr.parse::<SocketAddr>().expect("an address");
+            }
+        }
+        panic!("anvil exited before listening");
+    };
+    let addr = tokio::time::timeout(Duration::from_secs(30), listening)
+        .await
+        .expect("anvil listens within 30 s");
+    // anvil logs every call: keep its pipe from filling.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Anvil {
+        _child: child,
+        addr,
+    }
+}
+
+struct Setup {
+    gateway: Gateway,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn gateway(upstream: SocketAddr, limits: Limits, weights: Weights) -> Setup {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let socket = dir.path().join("gw.sock");
+    let spec = GatewaySpec {
+        socket: socket.clone(),
+        upstream,
+        limits,
+        weights,
+    };
+    let gateway = Gateway::start(spec).await.expect("the gateway starts");
+    Setup {
+        gateway,
+        socket,
+        _dir: dir,
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the gateway.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    task: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+async fn connect(socket: &Path) -> Conn {
+    let stream = UnixStream::connect(socket).await.expect("connects");
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    Conn {
+        sender,
+        task: tokio::spawn(conn),
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<u64>,
+    body: Value,
+}
+
+impl Conn {
+    async fn request(&mut self, method: &str, body: String) -> Result<Answer, hyper::Error> {
+        self.sender.ready().await?;
+        let req = Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "gateway")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a request");
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii").parse().expect("integer seconds"));
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON answer")
+        };
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    async fn post(&mut self, body: impl Into<String>) -> Answer {
+        self.request("POST", body.into()).await.expect("an answer")
+    }
+}
+
+fn call(id: u64, method: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
+}
+
+fn batch(n: u64, method: &str) -> String {
+    Value::Array((0..n).map(|i| call(i, method)).collect()).to_string()
+}
+
+/// Answered calls in a 200 answer, as a client counts them.
+fn answered(a: &Answer) -> u64 {
+    assert_eq!(a.status, StatusCode::OK);
+    match &a.body {
+        Value::Array(items) => items.len() as u64,
+        Value::Object(_) => 1,
+        _ => 0,
+    }
+}
+
+/// Asserts a refusal as hosted services word it, for each call.
+fn assert_refused(a: &Answer, limit: &str, calls: usize) {
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    assert!(a.retry_after.is_some_and(|s| s >= 1), "Retry-After ≥ 1");
+    let errors = match &a.body {
+        Value::Array(items) => items.clone(),
+        one => vec![one.clone()],
+    };
+    assert_eq!(errors.len(), calls, "{}", a.body);
+    for e in errors {
+        assert_eq!(e["error"]["code"], json!(-32005), "{e}");
+        let message = e["error"]["message"].as_str().expect("a message");
+        assert!(
+            message.starts_with(&format!("limit exceeded: {limit} (")),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_bills_each_answered_call_and_nothing_else() {
+    let node = anvil(&[]).await;
+    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let mut c = connect(&gw.socket).await;
+
+    let a = c.post(call(1, "eth_chainId").to_string()).await;
+    assert_eq!(a.body["result"], json!("0x7a69"));
+    assert_eq!(gw.gateway.billed(), 1);
+
+    // A batch at the limit is one batch for the node and n calls billed.
+    let a = c.post(batch(100, "eth_blockNumber")).await;
+    assert_eq!(answered(&a), 100);
+    assert_eq!(gw.gateway.billed(), 101);
+
+    // 10,000 calls in one POST: refused whole, billed nothing.
+    let a = c.post(batch(10_000, "eth_chainId")).await;
+    assert_refused(&a, "batch", 1);
+    assert_eq!(gw.gateway.billed(), 101);
+
+    // The node answered with an error: it did the work, so it counts.
+    let a = c.post(call(7, "no_such_method").to_string()).await;
+    assert_eq!(a.body["error"]["code"], json!(-32601));
+    assert_eq!(gw.gateway.billed(), 102);
+
+    // A notification is forwarded (anvil: 204) and counts.
+    let a = c
+        .post(json!({"jsonrpc":"2.0","method":"eth_chainId"}).to_string())
+        .await;
+    assert!(a.status.is_success());
+    assert_eq!(gw.gateway.billed(), 103);
+
+    // Answered by the gateway itself, never forwarded, never billed.
+    let a = c.post("{\"jsonrpc\":\"2.0\",").await;
+    assert_eq!(a.body["error"]["code"], json!(-32700));
+    let a = c.post("[]").await;
+    assert_eq!(a.body["error"]["code"], json!(-32600));
+    let a = c.request("GET", String::new()).await.expect("an answer");
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    let a = c
+        .request("PUT", batch(3, "eth_chainId"))
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(gw.gateway.billed(), 103);
+
+    // The same keep-alive connection served everything.
+    assert!(!c.task.is_finished());
+    assert_eq!(gw.gateway.close().await, 103);
+}
+
+#[tokio::test]
+async fn weights_price_methods() {
+    let node = anvil(&[]).await;
+    let mut weights = Weights {
+        default: 2,
+        ..Weights::default()
+    };
+    weights.methods.insert("eth_getBalance".into(), 5);
+    let gw = gateway(node.addr, Limits::default(), weights).await;
+    let mut ws = websocket(&gw.socket).await;
+    let mut c = connect(&gw.socket).await;
+    let balance = json!({"jsonrpc":"2.0","id":1,"method":"eth_getBalance",
+        "params":["0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266","latest"]});
+    let a = c
+        .post(json!([balance, call(2, "eth_chainId")]).to_string())
+        .await;
+    assert_eq!(answered(&a), 2);
+    assert_eq!(gw.gateway.billed(), 7);
+    let answers = ws_call(&mut ws, json!([balance, call(3, "eth_chainId")])).await;
+    assert_eq!(answers.as_array().map(Vec::len), Some(2));
+    drop(ws);
+    assert_eq!(gw.gateway.close().await, 14);
+}
+
+#[tokio::test]
+async fn a_flood_over_the_rate_is_refused_and_billing_equals_the_calls_served() {
+    let node = anvil(&[]).await;
+    let limits = Limits {
+        calls_per_sec: 100,
+        burst: 100,
+        ..Limits::default()
+    };
+    let gw = gateway(node.addr, limits, Weights::default()).await;
+    let mut clients = Vec::new();
+    for i in 0..8u64 {
+        let socket = gw.socket.clone();
+        clients.push(tokio::spawn(async move {
+            let mut c = connect(&socket).await;
+            let (mut served, mut refused) = (0u64, 0u64);
+            for j in 0..15u64 {
+                let (body, calls) = match (i + j) % 3 {
+                    0 => (call(j, "eth_chainId").to_string(), 1),
+                    _ => (batch(10, "eth_blockNumber"), 10),
+                };
+                let a = c.post(body).await;
+                if a.status == StatusCode::OK {
+                    served += answered(&a);
+                } else {
+                    assert_refused(&a, "calls_per_sec", calls);
+                    refused += 1;
+                }
+            }
+            (served, refused)
+        }));
+    }
+    let (mut served, mut refused) = (0, 0);
+    for client in clients {
+        let (s, r) = client.await.expect("a client");
+        served += s;
+        refused += r;
+    }
+    assert!(refused > 0, "the flood was refused in part");
+    assert!(served >= 100, "the burst was served: {served}");
+    assert_eq!(gw.gateway.billed(), served);
+    assert_eq!(gw.gateway.close().await, served);
+}
+
+/// A node that never finishes an answer: on its first connection it sends
+/// nothing, on the next ones the head and the start of the body.
+async fn stalled_node() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if !held.is_empty() {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n[";
+                let _ = stream.write_all(head.as_bytes()).await;
+            }
+            held.push(stream);
+            let _ = tx.send(());
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn calls_in_flight_are_limited_and_a_stop_drops_them_unanswered() {
+    let (addr, mut accepted) = stalled_node().await;
+    let limits = Limits {
+        in_flight: 2,
+        ..Limits::default()
+    };
+    let gw = gateway(addr, limits, Weights::default()).await;
+    let mut hung = Vec::new();
+    // The first call waits for the node's head, the second for the rest of
+    // its body: both are in flight.
+    for i in 0..2 {
+        let mut c = connect(&gw.socket).await;
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        hung.push(tokio::spawn(async move {
+            c.sender.ready().await?;
+            let req = Request::post("/")
+                .body(Full::new(Bytes::from(call(i, "eth_chainId").to_string())))
+                .expect("a request");
+            let resp = c.sender.send_request(req).await?;
+            let _ = head_tx.send(());
+            resp.into_body().collect().await.map(|_| ())
+        }));
+        accepted.recv().await.expect("the node got the call");
+        if i == 1 {
+            head_rx.await.expect("the head of the answer");
+        }
+    }
+    let mut c = connect(&gw.socket).await;
+    let third = tokio::time::timeout(Duration::from_secs(5), c.post(batch(3, "eth_chainId")));
+    let third = third
+        .await
+        .expect("a third call is refused at once, not forwarded");
+    assert_refused(&third, "in_flight", 3);
+
+    let started = Instant::now();
+    assert_eq!(gw.gateway.close().await, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    for h in hung {
+        let ended = tokio::time::timeout(Duration::from_secs(1), h).await;
+        let result = ended.expect("the connection ends").expect("the task");
+        assert!(result.is_err(), "no answer after the stop: {result:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_node_bills_nothing() {
+    // Nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let refused_addr = closed.local_addr().expect("an address");
+    drop(closed);
+    let gw = gateway(refused_addr, Limits::default(), Weights::default()).await;
+    let mut c = connect(&gw.socket).await;
+    let a = c.post(batch(2, "eth_chainId")).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.body[1]["error"]["code"], json!(-32603));
+    assert_eq!(gw.gateway.close().await, 0);
+
+    // A node answering 500.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let gw = gateway(addr, Limits::default(), Weights::default()).await;
+    let mut c = connect(&gw.socket).await;
+    let a = c.post(call(1, "eth_chainId").to_string()).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.body["error"]["code"], json!(-32603));
+    assert_eq!(a.body["id"], json!(1));
+    assert_eq!(gw.gateway.close().await, 0);
+}
+
+#[tokio::test]
+async fn bodies_over_the_size_limit_are_refused_unread() {
+    let node = anvil(&[]).await;
+    let limits = Limits {
+        body_bytes: 1000,
+        ..Limits::default()
+    };
+    let gw = gateway(node.addr, limits, Weights::default()).await;
+    let mut c = connect(&gw.socket).await;
+    let one = call(1, "eth_chainId").to_string();
+    let exact = format!("{one:<1000}");
+    assert_eq!(answered(&c.post(exact.clone()).await), 1);
+    let a = c.post(format!("{exact} ")).await;
+    assert_refused(&a, "body_bytes", 1);
+
+    // A body announced as 10 GB is refused before any of it is read.
+    let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
+    raw.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000000\r\n\r\n{")
+        .await
+        .expect("writes");
+    let mut head = [0u8; 12];
+    raw.read_exact(&mut head).await.expect("an answer");
+    assert_eq!(&head, b"HTTP/1.1 429");
+
+    // A chunked body is cut off at the limit as it is read.
+    let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
+    raw.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .expect("writes");
+    for _ in 0..3 {
+        raw.write_all(format!("1f4\r\n{:<500}\r\n", "[").as_bytes())
+            .await
+            .expect("writes");
+    }
+    let mut head = [0u8; 12];
+    raw.read_exact(&mut head).await.expect("an answer");
+    assert_eq!(&head, b"HTTP/1.1 429");
+
+    // On a WebSocket: the error, then a Close (the message was not read).
+    let mut ws = websocket(&gw.socket).await;
+    ws.send(Ws::text(format!("{exact} "))).await.expect("sends");
+    let answer = next_text(&mut ws).await.expect("an error");
+    assert_eq!(answer["error"]["code"], json!(-32005));
+    assert!(matches!(ws.next().await, Some(Ok(Ws::Close(_))) | None));
+    assert_eq!(gw.gateway.close().await, 1);
+}
+
+type Client = WebSocketStream<UnixStream>;
+
+async fn websocket(socket: &Path) -> Client {
+    let stream = UnixStream::connect(socket).await.expect("connects");
+    let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", stream)
+        .await
+        .expect("the upgrade");
+    ws
+}
+
+/// The next text message, or None once the WebSocket has ended.
+async fn next_text(ws: &mut Client) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Ws::Text(text)))) => {
+                return Some(serde_json::from_str(&text).expect("JSON"))
+            }
+            Ok(Some(Ok(Ws::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(_))) => {}
+            Err(_) => panic!("no message in 10 s"),
+        }
+    }
+}
+
+async fn ws_call(ws: &mut Client, request: Value) -> Value {
+    ws.send(Ws::text(request.to_string())).await.expect("sends");
+    next_text(ws).await.expect("an answer")
+}
+
+#[tokio::test]
+async fn websocket_calls_are_billed_and_limited_per_call() {
+    let node = anvil(&[]).await;
+    let limits = Limits {
+        batch: 5,
+        calls_per_sec: 1,
+        burst: 10,
+        ..Limits::default()
+    };
+    let gw = gateway(node.addr, limits, Weights::default()).await;
+    let mut ws = websocket(&gw.socket).await;
+    assert_eq!(
+        ws_call(&mut ws, call(1, "eth_chainId")).await["result"],
+        json!("0x7a69")
+    );
+    let answers = ws_call(
+        &mut ws,
+        serde_json::from_str(&batch(5, "eth_chainId")).unwrap(),
+    )
+    .await;
+    assert_eq!(answers.as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        ws_call(&mut ws, json!("{")).await["error"]["code"],
+        json!(-32600)
+    );
+    ws.send(Ws::text("{\"id\":")).await.expect("sends");
+    assert_eq!(
+        next_text(&mut ws).await.expect("an error")["error"]["code"],
+        json!(-32700)
+    );
+    // Over the batch limit: one error, nothing forwarded.
+    let a = ws_call(
+        &mut ws,
+        serde_json::from_str(&batch(6, "eth_chainId")).unwrap(),
+    )
+    .await;
+    assert_eq!(a["error"]["code"], json!(-32005));
+    // 6 of 10 tokens are spent: a batch of 5 gets an error for each call.
+    let a = ws_call(
+        &mut ws,
+        serde_json::from_str(&batch(5, "eth_chainId")).unwrap(),
+    )
+    .await;
+    let errors = a.as_array().expect("an error per call");
+    assert_eq!(errors.len(), 5);
+    for (i, e) in errors.iter().enumerate() {
+        assert_eq!(e["id"], json!(i));
+        assert_eq!(
+            e["error"]["message"],
+            json!("limit exceeded: calls_per_sec (1)")
+        );
+    }
+    assert_eq!(gw.gateway.billed(), 6);
+    assert_eq!(gw.gateway.close().await, 6);
+    assert_eq!(next_text(&mut ws).await, None);
+}
+
+#[tokio::test]
+async fn open_websockets_are_limited() {
+    let node = anvil(&[]).await;
+    let limits = Limits {
+        websockets: 2,
+        ..Limits::default()
+    };
+    let gw = gateway(node.addr, limits, Weights::default()).await;
+    let _a = websocket(&gw.socket).await;
+    let _b = websocket(&gw.socket).await;
+    let stream = UnixStream::connect(&gw.socket).await.expect("connects");
+    let refused = tokio_tungstenite::client_async("ws://localhost/", stream).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = refused else {
+        panic!("a third WebSocket was accepted");
+    };
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        json!("limit exceeded: websockets (2)")
+    );
+    gw.gateway.close().await;
+}
+
+#[tokio::test]
+async fn subscriptions_notify_at_their_weight() {
+    let node = anvil(&["--block-time", "1"]).await;
+    let mut weights = Weights::default();
+    weights.methods.insert(NOTIFICATION.into(), 3);
+    let gw = gateway(node.addr, Limits::default(), weights).await;
+    let mut ws = websocket(&gw.socket).await;
+    let sub = ws_call(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}),
+    )
+    .await;
+    let id = sub["result"].clone();
+    let mut notifications = 0u64;
+    while notifications < 2 {
+        let n = next_text(&mut ws).await.expect("a new head");
+        assert_eq!(n["method"], json!("eth_subscription"));
+        assert_eq!(n["params"]["subscription"], id);
+        notifications += 1;
+    }
+    ws.send(Ws::text(
+        json!({"jsonrpc":"2.0","id":2,"method":"eth_unsubscribe","params":[id]}).to_string(),
+    ))
+    .await
+    .expect("sends");
+    loop {
+        let m = next_text(&mut ws).await.expect("a message");
+        if m["id"] == json!(2) {
+            assert_eq!(m["result"], json!(true));
+            break;
+        }
+        notifications += 1;
+    }
+    assert_eq!(gw.gateway.close().await, 2 + 3 * notifications);
+}
+
+#[tokio::test]
+async fn a_stop_closes_keep_alive_connections_and_live_subscriptions() {
+    let node = anvil(&["--block-time", "1"]).await;
+    let mut weights = Weights::default();
+    weights.methods.insert(NOTIFICATION.into(), 1);
+    let gw = gateway(node.addr, Limits::default(), weights).await;
+    let mut used = connect(&gw.socket).await;
+    assert_eq!(
+        answered(&used.post(call(1, "eth_chainId").to_string()).await),
+        1
+    );
+    let idle = connect(&gw.socket).await;
+    let mut ws = websocket(&gw.socket).await;
+    ws_call(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}),
+    )
+    .await;
+    let mut received = 2; // the HTTP answer and the subscription's
+    next_text(&mut ws).await.expect("a new head");
+    received += 1;
+
+    let billed = gw.gateway.close().await;
+    let closed = Instant::now();
+    // What was already on its way is read; then a Close frame, within 1 s.
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+            Ok(Some(Ok(Ws::Text(text)))) => {
+                let m: Value = serde_json::from_str(&text).expect("JSON");
+                assert_eq!(m["method"], json!("eth_subscription"));
+                received += 1;
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        closed.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        closed.elapsed()
+    );
+    let Ok(Some(Ok(Ws::Close(Some(frame))))) = end else {
+        panic!("no Close frame: {end:?}");
+    };
+    assert_eq!(frame.code, CloseCode::Away);
+    assert_eq!(
+        billed, received,
+        "every message served was billed, none after"
+    );
+    // Blocks keep coming every second; nothing more arrives.
+    let later = tokio::time::timeout(Duration::from_millis(1500), ws.next()).await;
+    assert!(matches!(later, Ok(None) | Ok(Some(Err(_)))), "{later:?}");
+
+    // Both keep-alive connections were closed by the gateway.
+    assert!(used
+        .request("POST", call(2, "eth_chainId").to_string())
+        .await
+        .is_err());
+    for conn in [used.task, idle.task] {
+        let ended = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        assert!(ended.is_ok(), "a keep-alive connection stayed open");
+    }
+    assert!(
+        UnixStream::connect(&gw.socket).await.is_err(),
+        "the socket is gone"
+    );
+}
+
+#[tokio::test]
+async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = anvil(&[]).await;
+    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let mode = std::fs::metadata(&gw.socket)
+        .expect("the socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    let again = Gateway::start(GatewaySpec {
+        socket: gw.socket.clone(),
+        upstream: node.addr,
+        limits: Limits::default(),
+        weights: Weights::default(),
+    })
+    .await;
+    assert!(again.err().is_some_and(|e| e.contains("another gateway")));
+    gw.gateway.close().await;
+    assert!(!gw.socket.exists());
+
+    // A socket file left by a runtime that died is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&gw.socket).expect("binds"));
+    let gw2 = gateway_at(&gw.socket, node.addr).await;
+    let mut c = connect(&gw.socket).await;
+    assert_eq!(
+        answered(&c.post(call(1, "eth_chainId").to_string()).await),
+        1
+    );
+    assert_eq!(gw2.close().await, 1);
+}
+
+async fn gateway_at(socket: &Path, upstream: SocketAddr) -> Gateway {
+    Gateway::start(GatewaySpec {
+        socket: socket.to_path_buf(),
+        upstream,
+        limits: Limits::default(),
+        weights: Weights::default(),
+    })
+    .await
+    .expect("starts")
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_turned_away() {
+    let node = anvil(&[]).await;
+    let limits = Limits {
+        in_flight: 1,
+        websockets: 0,
+        ..Limits::default()
+    };
+    let max = limits.connections() as usize;
+    let gw = gateway(node.addr, limits, Weights::default()).await;
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(connect(&gw.socket).await);
+    }
+    // Each connection is served: the last one proves all were accepted.
+    let last = held.last_mut().expect("connections");
+    assert_eq!(
+        answered(&last.post(call(1, "eth_chainId").to_string()).await),
+        1
+    );
+    let mut extra = UnixStream::connect(&gw.socket).await.expect("connects");
+    let mut answer = String::new();
+    extra.read_to_string(&mut answer).await.expect("reads");
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("limit exceeded: connections"), "{answer}");
+    assert_eq!(gw.gateway.close().await, 1);
+}
+
+#[tokio::test]
+async fn bodies_held_at_once_share_a_bounded_budget() {
+    let node = anvil(&[]).await;
+    let limits = Limits::default();
+    let (body, budget) = (limits.body_bytes, limits.body_budget());
+    let fit = (budget / body) as usize;
+    let gw = gateway(node.addr, limits, Weights::default()).await;
+    // Each announces a full body and sends one byte of it: held while read.
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..=fit {
+        let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
+        let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {body}\r\n\r\n[");
+        raw.write_all(head.as_bytes()).await.expect("writes");
+        readers.spawn(async move {
+            let mut answer = vec![0u8; 4096];
+            let n = raw.read(&mut answer).await.expect("reads");
+            (String::from_utf8_lossy(&answer[..n]).into_owned(), raw)
+        });
+    }
+    let (first, _raw) = readers
+        .join_next()
+        .await
+        .expect("an answer")
+        .expect("a reader");
+    assert!(first.starts_with("HTTP/1.1 429"), "{first}");
+    assert!(
+        first.contains(&format!("limit exceeded: body_budget ({budget})")),
+        "{first}"
+    );
+    // The others are still being read: no second answer.
+    let second = tokio::time::timeout(Duration::from_millis(500), readers.join_next()).await;
+    assert!(second.is_err(), "{second:?}");
+    assert_eq!(gw.gateway.close().await, 0);
+}
