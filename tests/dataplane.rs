@@ -60,6 +60,24 @@ async fn anvil(port: u16) -> tokio::process::Child {
     child
 }
 
+/// A provider whose `dev` network is shared, served by anvil as the operator's node,
+/// behind the real nginx with `workers` worker processes.
+async fn shared_anvil_behind_nginx(
+    workers: &'static str,
+) -> (Provider, tokio::process::Child, harness::nginx::Nginx) {
+    let port = free_port();
+    let provider = Provider::new(json!({
+        "public_addr": format!("http://127.0.0.1:{port}"),
+        "networks": {"dev": {"slot": 0, "mode": "shared"}},
+        "default_network": "dev"
+    }));
+    let node = anvil(provider.http_port).await;
+    prepare_auth_dir(provider.root.path());
+    provider.deploy_ok();
+    let nginx = provider.nginx(port).workers(workers).start();
+    (provider, node, nginx)
+}
+
 fn creds(status: &Value) -> (String, String) {
     (
         status["auth"]["user"].as_str().unwrap().to_string(),
@@ -98,16 +116,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test]
 async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_connection() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let port = free_port();
-    let provider = Provider::new(json!({
-        "public_addr": format!("http://127.0.0.1:{port}"),
-        "networks": {"dev": {"slot": 0, "mode": "shared"}},
-        "default_network": "dev"
-    }));
-    let _node = anvil(provider.http_port).await;
-    prepare_auth_dir(provider.root.path());
-    provider.deploy_ok();
-    let nginx = provider.nginx(port).start();
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("1").await;
     let url = nginx.url("/dev");
     let (a, b) = tokio::join!(provider.start_on("a", "dev"), provider.start_on("b", "dev"));
     let (ua, pa) = creds(&a.ready_status().await);
@@ -128,7 +137,7 @@ async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_c
     request
         .headers_mut()
         .insert("Authorization", basic.parse().unwrap());
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", nginx.port))
         .await
         .unwrap();
     let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
@@ -305,17 +314,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn a_flooding_neighbour_does_not_starve_another_activity() {
     let _turn = ONE_AT_A_TIME.lock().await;
     const CALLS: usize = 300;
-    let port = free_port();
-    let provider = Provider::new(json!({
-        "public_addr": format!("http://127.0.0.1:{port}"),
-        "networks": {"dev": {"slot": 0, "mode": "shared"}},
-        "default_network": "dev"
-    }));
-    let _node = anvil(provider.http_port).await;
-    prepare_auth_dir(provider.root.path());
-    provider.deploy_ok();
     // As Debian's nginx.conf runs it: a worker per core.
-    let nginx = provider.nginx(port).workers("auto").start();
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("auto").await;
     let url = nginx.url("/dev");
     let (greedy, neighbour) = tokio::join!(
         provider.start_on("greedy", "dev"),
