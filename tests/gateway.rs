@@ -770,3 +770,202 @@ async fn bodies_held_at_once_share_a_bounded_budget() {
     assert!(second.is_err(), "{second:?}");
     assert_eq!(gw.gateway.close().await, 0);
 }
+
+/// The gateway alone in a process, for `measure`: the test binary runs
+/// itself with this test and GW_SOCKET/GW_UPSTREAM (and GW_RATE) set, until
+/// stdin closes.
+#[tokio::test]
+#[ignore = "a helper process for `measure`"]
+async fn serve_for_measurement() {
+    let (Ok(socket), Ok(upstream)) = (std::env::var("GW_SOCKET"), std::env::var("GW_UPSTREAM"))
+    else {
+        return;
+    };
+    let mut limits = Limits::default();
+    if let Some(rate) = std::env::var("GW_RATE").ok().and_then(|r| r.parse().ok()) {
+        (limits.calls_per_sec, limits.burst) = (rate, rate);
+    }
+    let spec = GatewaySpec {
+        socket: socket.into(),
+        upstream: upstream.parse().expect("an address"),
+        limits,
+        weights: Weights::default(),
+    };
+    let gateway = Gateway::start(spec).await.expect("starts");
+    println!("ready");
+    let _ = tokio::io::stdin().read(&mut [0u8; 1]).await;
+    println!("billed {}", gateway.close().await);
+}
+
+struct Process {
+    child: Child,
+    pid: u32,
+    socket: PathBuf,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+async fn gateway_process(upstream: SocketAddr, dir: &Path, rate: Option<u32>) -> Process {
+    let socket = dir.join(format!("gw-{}.sock", rate.unwrap_or(0)));
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "serve_for_measurement",
+        "--nocapture",
+    ])
+    .env("GW_SOCKET", &socket)
+    .env("GW_UPSTREAM", upstream.to_string())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .kill_on_drop(true);
+    if let Some(rate) = rate {
+        cmd.env("GW_RATE", rate.to_string());
+    }
+    let mut child = cmd.spawn().expect("the gateway process");
+    let pid = child.id().expect("a pid");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    while let Some(line) = out.next_line().await.expect("reads") {
+        if line == "ready" {
+            break;
+        }
+    }
+    Process {
+        child,
+        pid,
+        socket,
+        out,
+    }
+}
+
+impl Process {
+    /// Closes the gateway and returns what it printed.
+    async fn close(mut self) -> Vec<String> {
+        drop(self.child.stdin.take());
+        let mut lines = Vec::new();
+        while let Some(line) = self.out.next_line().await.expect("reads") {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with(field)).expect(field);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number")
+}
+
+/// Calls per second, `calls` eth_chainId spread over these connections.
+async fn rate(conns: Vec<Conn>, calls: usize) -> f64 {
+    let conns_len = conns.len();
+    let per = calls / conns_len;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut c in conns {
+        tasks.spawn(async move {
+            for i in 0..per {
+                let a = c.post(call(i as u64, "eth_chainId").to_string()).await;
+                assert_eq!(a.status, StatusCode::OK);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    (per * conns_len) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn connect_tcp(addr: SocketAddr) -> Conn {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    Conn {
+        sender,
+        task: tokio::spawn(conn),
+    }
+}
+
+/// Figures for the report: the gateway's hop against anvil directly, and
+/// the gateway process's memory under floods, with the default limits.
+/// `cargo test --release --test gateway -- --ignored --nocapture --exact measure`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn measure() {
+    let node = anvil(&[]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+
+    let fast = gateway_process(node.addr, dir.path(), Some(u32::MAX)).await;
+    for n in [1, 8] {
+        let mut direct = Vec::new();
+        let mut via = Vec::new();
+        for _ in 0..n {
+            direct.push(connect_tcp(node.addr).await);
+            via.push(connect(&fast.socket).await);
+        }
+        let d = rate(direct, 4000).await;
+        let g = rate(via, 4000).await;
+        println!(
+            "{n} connection(s), eth_chainId: direct {d:.0}/s, via the gateway {g:.0}/s ({:.2})",
+            g / d
+        );
+    }
+    fast.close().await;
+
+    let gw = gateway_process(node.addr, dir.path(), None).await;
+    println!("gateway RSS at start: {} KiB", status_kib(gw.pid, "VmRSS"));
+    // Floods, bounded in time: batches over the rate, full bodies,
+    // connections past the limit, WebSockets past the limit.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64usize {
+        let socket = gw.socket.clone();
+        tasks.spawn(async move {
+            let mut c = connect(&socket).await;
+            let body = match i % 2 {
+                0 => batch(100, "eth_blockNumber"),
+                _ => format!("[{}", " ".repeat((1 << 20) - 1)),
+            };
+            let (mut ok, mut refused) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                match c.request("POST", body.clone()).await {
+                    // Served calls: the answers in an array (a 1 MiB body
+                    // of spaces gets the gateway's own parse error).
+                    Ok(a) if a.status == StatusCode::OK && a.body.is_array() => ok += answered(&a),
+                    Ok(_) => refused += 1,
+                    Err(_) => c = connect(&socket).await,
+                }
+            }
+            (ok, refused)
+        });
+    }
+    let (mut held, mut held_ws) = (Vec::new(), Vec::new());
+    for _ in 0..32 {
+        if let Ok(s) = UnixStream::connect(&gw.socket).await {
+            if let Ok((ws, _)) = tokio_tungstenite::client_async("ws://localhost/", s).await {
+                held_ws.push(ws);
+            }
+        }
+    }
+    for _ in 0..500 {
+        if let Ok(s) = UnixStream::connect(&gw.socket).await {
+            held.push(s);
+        }
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while let Some(n) = tasks.join_next().await {
+        let (o, r) = n.expect("a flooder");
+        ok += o;
+        refused += r;
+    }
+    let peak = status_kib(gw.pid, "VmHWM");
+    println!(
+        "flood: {ok} calls served, {refused} requests refused, {} WebSockets open; gateway peak RSS {peak} KiB",
+        held_ws.len()
+    );
+    drop((held, held_ws));
+    println!("gateway: {:?}", gw.close().await);
+}

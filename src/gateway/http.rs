@@ -192,8 +192,11 @@ impl Body for Metered {
         Poll::Ready(frame)
     }
 
+    /// Not the node's body's own answer: that one turns true with the last
+    /// byte, and hyper would then drop the node's body before its connection
+    /// has seen the end, so the connection would be closed, not kept alive.
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.permit.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
