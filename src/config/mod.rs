@@ -20,7 +20,9 @@ use crate::hash::HashScheme;
 use crate::network::{Network, Networks};
 use crate::nodespec::NodeSpec;
 
+mod check;
 mod file;
+mod gateway;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,82 @@
+//! The gateway's section of the configuration: each network's per-activity limits, and
+//! the folder of the activities' sockets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::check::absolute;
+use crate::gateway::Limits;
+use crate::network::NetworkSpec;
+use crate::text::printable;
+
+/// Each network's limits: the gateway's defaults, then the configuration's `limits`,
+/// then the network's own. Every value must be at least 1 (0 would refuse every call).
+pub(super) fn network_limits(
+    top: &serde_json::Map<String, serde_json::Value>,
+    networks: &BTreeMap<String, NetworkSpec>,
+) -> Result<BTreeMap<String, Limits>, String> {
+    let typed = |key: String, object: &serde_json::Map<String, serde_json::Value>| {
+        let limits: Limits = serde_path_to_error::deserialize(serde_json::Value::Object(
+            object.clone(),
+        ))
+        .map_err(|e| match e.path().to_string().as_str() {
+            "." => format!("key `{key}`: {}", e.inner()),
+            at => format!("key `{key}.{at}`: {}", e.inner()),
+        })?;
+        let zero = serde_json::to_value(&limits)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .and_then(|o| o.into_iter().find(|(_, v)| v.as_u64() == Some(0)));
+        match zero {
+            Some((name, _)) => Err(format!(
+                "key `{key}.{name}` is 0; accepted: 1 to {} (0 would refuse every call)",
+                u32::MAX
+            )),
+            None => Ok(limits),
+        }
+    };
+    typed("limits".into(), top)?;
+    networks
+        .iter()
+        .map(|(name, spec)| {
+            let mut merged = top.clone();
+            merged.extend(spec.limits.clone());
+            let key = if spec.limits.is_empty() {
+                "limits".to_string()
+            } else {
+                format!("networks.{name}.limits")
+            };
+            typed(key, &merged).map(|limits| (name.clone(), limits))
+        })
+        .collect()
+}
+
+/// Unix socket paths are limited to 107 bytes: a folder that leaves no room for the
+/// longest activity socket name is refused now, not at an activity's start.
+pub(super) fn validate_socket_dir(
+    given: Option<PathBuf>,
+    passwd_file_path: &str,
+) -> Result<PathBuf, String> {
+    /// `<16 random>.sock` (see `Config::socket_path`).
+    const LONGEST_NAME: usize = 16 + 5;
+    const SUN_PATH: usize = 107;
+    let (key, dir) = match given {
+        Some(dir) => ("socket_dir", dir),
+        None => (
+            "passwd_file_path",
+            Path::new(passwd_file_path)
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+        ),
+    };
+    absolute(key, &dir)?;
+    let room = SUN_PATH.saturating_sub(LONGEST_NAME + 1);
+    if dir.as_os_str().len() > room {
+        return Err(format!(
+            "key `{key}`: the socket folder {} is {} bytes long; accepted: at most {room}, since a Unix socket path is at most {SUN_PATH} bytes (set `socket_dir` to a shorter folder nginx can reach)",
+            printable(&dir.to_string_lossy()),
+            dir.as_os_str().len()
+        ));
+    }
+    Ok(dir)
+}
