@@ -280,6 +280,21 @@ fn base64_basic(user: &str, password: &str) -> String {
     )
 }
 
+/// [`latencies`] on a thread and runtime of its own, so that the measured client never
+/// waits for another client's tasks in this process (the flood's) to be polled.
+async fn latencies_apart(url: &str, user: &str, password: &str, n: usize) -> (Vec<f64>, usize) {
+    let (url, user, password) = (url.to_owned(), user.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the measured client")
+            .block_on(latencies(&url, &user, &password, n))
+    })
+    .await
+    .expect("the measured client finishes")
+}
+
 /// Milliseconds of each of `n` sequential calls by one client, and how many failed.
 async fn latencies(url: &str, user: &str, password: &str, n: usize) -> (Vec<f64>, usize) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -306,10 +321,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// One activity floods (64 connections, batches of 100 `eth_call`s that each burn
-/// 300,000 gas in a loop) while its neighbour works: the defaults must keep the
+/// 100,000 gas in a loop) while its neighbour works: the defaults must keep the
 /// neighbour's median latency within 3× its solo median, with no failed call. The solo
 /// figure is measured in the same run, on the same machine. (With the limits lifted,
-/// the same flood took the neighbour from 1.4 ms to 880 ms.)
+/// the same flood took the neighbour from 1.4 ms to 390 ms.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_neighbour_does_not_starve_another_activity() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -324,7 +339,7 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
     let (ug, pg) = creds(&greedy.ready_status().await);
     let (un, pn) = creds(&neighbour.ready_status().await);
 
-    let (solo, failed) = latencies(&url, &un, &pn, CALLS).await;
+    let (solo, failed) = latencies_apart(&url, &un, &pn, CALLS).await;
     assert_eq!(failed, 0);
     let solo = median(solo);
 
@@ -339,7 +354,7 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
                 // Serialized once: the flood's cost should be the server's, not this
                 // client's, which shares the machine with the measured one.
                 let batch: Vec<Value> = (0..100)
-                    .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [{"data": "0x5b600056", "gas": "0x493e0"}, "latest"]}))
+                    .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [{"data": "0x5b600056", "gas": "0x186a0"}, "latest"]}))
                     .collect();
                 let body = bytes::Bytes::from(serde_json::to_vec(&batch).unwrap());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -357,12 +372,18 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
             })
         })
         .collect();
-    let (busy, failed) = latencies(&url, &un, &pn, CALLS).await;
+    let (busy, failed) = latencies_apart(&url, &un, &pn, CALLS).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for flooder in flooders {
         flooder.await.unwrap();
     }
     let busy = median(busy);
+    let peak = std::fs::read_to_string(format!("/proc/{}/status", greedy.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    println!("the flooding activity's runtime: peak RSS {peak}");
     println!(
         "neighbour median: solo {solo:.2} ms, beside the flood {busy:.2} ms ({:.2}x); the flood was served {} calls",
         busy / solo,
