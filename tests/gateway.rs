@@ -771,6 +771,48 @@ async fn bodies_held_at_once_share_a_bounded_budget() {
     assert_eq!(gw.gateway.close().await, 0);
 }
 
+/// A TCP relay in front of the node that counts the connections made to it.
+async fn counting_relay(
+    node: SocketAddr,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(node).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn calls_reuse_one_connection_to_the_node() {
+    let node = anvil(&[]).await;
+    let (relay, connections) = counting_relay(node.addr).await;
+    let gw = gateway(relay, Limits::default(), Weights::default()).await;
+    let mut c = connect(&gw.socket).await;
+    for i in 0..20 {
+        assert_eq!(
+            answered(&c.post(call(i, "eth_chainId").to_string()).await),
+            1
+        );
+        assert_eq!(answered(&c.post(batch(3, "eth_chainId")).await), 3);
+    }
+    let made = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        made, 1,
+        "{made} connections to the node for 40 sequential requests"
+    );
+    assert_eq!(gw.gateway.close().await, 80);
+}
+
 /// The gateway alone in a process, for `measure`: the test binary runs
 /// itself with this test and GW_SOCKET/GW_UPSTREAM (and GW_RATE) set, until
 /// stdin closes.
@@ -849,6 +891,17 @@ impl Process {
     }
 }
 
+/// TCP connections to `addr` closed lately (in TIME-WAIT on either side).
+fn closed_to(addr: SocketAddr) -> usize {
+    let port = addr.port();
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tanH", "state", "time-wait", &filter])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let line = status.lines().find(|l| l.starts_with(field)).expect(field);
@@ -898,6 +951,7 @@ async fn measure() {
     let node = anvil(&[]).await;
     let dir = tempfile::tempdir().expect("a temp dir");
 
+    println!("anvil on {}", node.addr);
     let fast = gateway_process(node.addr, dir.path(), Some(u32::MAX)).await;
     for n in [1, 8] {
         let mut direct = Vec::new();
@@ -911,6 +965,10 @@ async fn measure() {
         println!(
             "{n} connection(s), eth_chainId: direct {d:.0}/s, via the gateway {g:.0}/s ({:.2})",
             g / d
+        );
+        println!(
+            "  closed connections to the node so far: {}",
+            closed_to(node.addr)
         );
     }
     fast.close().await;

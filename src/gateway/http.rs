@@ -15,8 +15,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
+use super::gate::{InFlight, Refusal};
 use super::jsonrpc::{self, Message, INTERNAL_ERROR, LIMIT_EXCEEDED};
-use super::limits::{InFlight, Refusal};
 use super::meter::Expected;
 use super::scan::Scanner;
 use super::{ws, Shared, WsSlot};
@@ -192,11 +192,8 @@ impl Body for Metered {
         Poll::Ready(frame)
     }
 
-    /// Not the node's body's own answer: that one turns true with the last
-    /// byte, and hyper would then drop the node's body before its connection
-    /// has seen the end, so the connection would be closed, not kept alive.
     fn is_end_stream(&self) -> bool {
-        self.permit.is_none()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

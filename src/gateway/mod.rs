@@ -3,11 +3,13 @@
 //! limited, and cut off when the activity ends.
 //!
 //! - `jsonrpc`: reading requests (bounded) and the gateway's own errors.
-//! - `limits`: the limits, the weights and the admission of each request.
+//! - `limits`: the limits and the weights, with their defaults.
+//! - `gate`: admitting each request under the limits, and the refusals.
 //! - `meter`: the billing counter and matching answers to calls.
 //! - `scan`: finding answers in an HTTP answer as it streams.
 //! - `http`, `ws`: the two ways a client calls.
 
+mod gate;
 mod http;
 mod jsonrpc;
 mod limits;
@@ -36,7 +38,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use limits::{Limits, Weights, NOTIFICATION};
 
-use limits::Gate;
+use gate::Gate;
 use meter::Ledger;
 
 /// How long a stop lets answers already on their way finish; past it they
@@ -228,7 +230,7 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
 /// Past the connection limit: a canned 429 written without reading the
 /// request (it fits the socket buffer at once), then the connection is
 /// dropped. Nothing is buffered and no task is spawned for it.
-fn turn_away(stream: &UnixStream, refusal: &limits::Refusal) {
+fn turn_away(stream: &UnixStream, refusal: &gate::Refusal) {
     let body = jsonrpc::error(
         &serde_json::Value::Null,
         jsonrpc::LIMIT_EXCEEDED,

@@ -24,9 +24,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
 
+use super::gate::{InFlight, Refusal};
 use super::http::{refused, reply, ReplyBody};
 use super::jsonrpc::{self, LIMIT_EXCEEDED};
-use super::limits::{InFlight, Refusal, NOTIFICATION};
+use super::limits::NOTIFICATION;
 use super::meter::Expected;
 use super::{stopped, Shared, WsSlot};
 
