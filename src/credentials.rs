@@ -23,8 +23,9 @@ use crate::network::Network;
 use crate::owner::Owner;
 
 /// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities (or two
-/// hosts sharing one file) never draw the same name in practice, and `add` refuses the
-/// draw that does. nginx's map (see `nginx`) matches exactly this length.
+/// hosts sharing one file) never draw the same name in practice, and `issue` refuses the
+/// draw that does (a socket name still in use is drawn again, see `session`). nginx's map
+/// (see `nginx`) matches exactly this length.
 pub const USER_RANDOM_LEN: usize = 16;
 
 /// A password that never prints itself.

@@ -218,17 +218,18 @@ impl Session {
 
     /// Cuts the activity off (the requestor's service ends the moment stop begins),
     /// then asks the node to stop within `stop_timeout`, and reports what still runs.
-    /// Returns the final billed count, if this stop cut the activity off.
-    pub async fn close(mut self, stop_timeout: Duration, activity: &str) -> Option<u64> {
+    /// A caller that bills cuts the activity off first (see [`Session::cut_off`]);
+    /// then this one finds nothing left to cut.
+    pub async fn close(mut self, stop_timeout: Duration, activity: &str) {
         let started = Instant::now();
-        let billed = self.cut_off().await;
+        self.cut_off().await;
         let network = &self.network;
         let Backend::Managed(own) = &mut self.backend else {
             log::info!(
                 "activity {activity}: access to the shared {network} node revoked in {} ms",
                 started.elapsed().as_millis()
             );
-            return billed;
+            return;
         };
         own.lock.mark_stopping();
         let report = own.node.stop(stop_timeout).await;
@@ -244,7 +245,6 @@ impl Session {
             "activity {activity}: stopped in {} ms",
             started.elapsed().as_millis()
         );
-        billed
     }
 }
 
