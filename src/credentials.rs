@@ -1,13 +1,13 @@
 //! Per-activity basic-auth credentials: a fresh user and password, valid only while the
 //! activity runs.
 //!
-//! A [`Credentials`] value owns its htpasswd entry: [`Credentials::revoke`] removes it,
+//! A [`Credentials`] value owns its htpasswd file: [`Credentials::revoke`] removes it,
 //! and dropping an unrevoked value removes it too, so no path out of an activity
 //! (error, early return, panic unwinding) leaves a password working.
 //!
-//! The password file's lock may be held by another runtime for a while, and bcrypt is
-//! CPU work: issuing and revoking run on tokio's blocking pool, so the runtime's
-//! single-threaded executor keeps answering the ExeUnit meanwhile.
+//! fsync on a slow disk can take a while, and bcrypt is CPU work: issuing and revoking
+//! run on tokio's blocking pool, so the runtime's single-threaded executor keeps
+//! answering the ExeUnit meanwhile.
 
 use std::fmt;
 use std::future::Future;
@@ -18,13 +18,12 @@ use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 
 use crate::hash::HashScheme;
-use crate::htpasswd::HtpasswdFile;
+use crate::htpasswd::ActivityFile;
 use crate::network::Network;
 use crate::owner::Owner;
 
-/// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities (or two
-/// hosts sharing one file) never draw the same name in practice, and `issue` refuses the
-/// draw that does (a socket name still in use is drawn again, see `session`). nginx's map
+/// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities never draw
+/// the same name in practice, and `issue` refuses the draw that does (a socket name still in use is drawn again, see `session`). nginx's map
 /// (see `nginx`) matches exactly this length.
 pub const USER_RANDOM_LEN: usize = 16;
 
@@ -46,7 +45,7 @@ impl fmt::Debug for Secret {
 pub struct Credentials {
     user: String,
     password: Secret,
-    file: HtpasswdFile,
+    file: ActivityFile,
     /// Shared with revocations under way, which run without borrowing the value.
     revoked: Arc<AtomicBool>,
 }
@@ -62,20 +61,22 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Draws a password from the OS CSPRNG and adds the entry for `user` (see
-    /// [`new_user`]). A user already in the file is an error, never shared.
+    /// Draws a password from the OS CSPRNG and writes `user`'s own htpasswd file in
+    /// `dir` (see [`new_user`]). A user that already has a file is an error, never
+    /// shared.
     pub async fn issue(
-        file: HtpasswdFile,
+        dir: &std::path::Path,
         user: String,
         length: usize,
         scheme: HashScheme,
         owner: &Owner,
     ) -> Result<Self, String> {
         let owner = owner.clone();
+        let file = ActivityFile::new(dir, &user);
         off_executor(move || {
             let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
             let hash = scheme.hash(password.expose())?;
-            if !file.add(&user, &hash, &owner)? {
+            if !file.create(&hash, &owner)? {
                 return Err(format!(
                     "password file {}: user {user} already exists",
                     file.path().display()
@@ -103,7 +104,7 @@ impl Credentials {
         self.revoked.load(Ordering::SeqCst)
     }
 
-    /// Removes the entry. Idempotent; on error the value stays unrevoked so a later
+    /// Removes the file. Idempotent; on error the value stays unrevoked so a later
     /// call (or the drop) tries again. The future borrows nothing, so the caller may
     /// release its hold on the activity's state while the file is rewritten.
     pub fn revoke(&self) -> impl Future<Output = Result<(), String>> + 'static {
@@ -117,7 +118,7 @@ impl Credentials {
     }
 }
 
-/// The drop path: an error or an unwinding panic left the entry in place. It blocks,
+/// The drop path: an error or an unwinding panic left the file in place. It blocks,
 /// but only on a path where the activity is already lost.
 impl Drop for Credentials {
     fn drop(&mut self) {
@@ -130,8 +131,8 @@ impl Drop for Credentials {
     }
 }
 
-fn remove(file: &HtpasswdFile, user: &str, revoked: &AtomicBool) -> Result<(), String> {
-    file.remove(user)?;
+fn remove(file: &ActivityFile, user: &str, revoked: &AtomicBool) -> Result<(), String> {
+    file.remove()?;
     if !revoked.swap(true, Ordering::SeqCst) {
         log::info!(
             "revoked credentials of user {user} in {}",
@@ -177,10 +178,8 @@ mod tests {
     #[tokio::test]
     async fn issues_a_verifiable_entry_and_revokes_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("h");
-        let file = HtpasswdFile::new(path.clone());
         let creds = Credentials::issue(
-            file.clone(),
+            dir.path(),
             new_user(&sepolia()),
             20,
             HashScheme::Bcrypt { cost: 4 },
@@ -194,10 +193,11 @@ mod tests {
 
         assert_eq!(pw.len(), 20);
         assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()));
+        let path = dir.path().join(format!("{}.htpasswd", creds.user()));
         let text = std::fs::read_to_string(&path).unwrap();
         let hash = text
-            .trim_end()
-            .strip_prefix(&format!("{}:", creds.user()))
+            .strip_suffix('\n')
+            .and_then(|t| t.strip_prefix(&format!("{}:", creds.user())))
             .unwrap();
         assert!(hash.starts_with("$2y$04$"), "{hash}");
         assert!(bcrypt::verify(&pw, hash).unwrap());
@@ -206,12 +206,12 @@ mod tests {
         creds.revoke().await.unwrap();
         assert!(creds.is_revoked());
         creds.revoke().await.unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        assert!(!path.exists());
     }
 
-    async fn issue(file: &HtpasswdFile) -> Credentials {
+    async fn issue(dir: &std::path::Path) -> Credentials {
         Credentials::issue(
-            file.clone(),
+            dir,
             new_user(&sepolia()),
             15,
             HashScheme::Ssha,
@@ -224,16 +224,21 @@ mod tests {
     #[tokio::test]
     async fn dropping_unrevoked_credentials_removes_the_entry() {
         let dir = tempfile::tempdir().unwrap();
-        let file = HtpasswdFile::new(dir.path().join("h"));
-        let a = issue(&file).await;
-        let b = issue(&file).await;
-        assert!(file.contains(a.user()).unwrap());
+        let a = issue(dir.path()).await;
+        let b = issue(dir.path()).await;
+        let file = |c: &Credentials| dir.path().join(format!("{}.htpasswd", c.user()));
+        assert!(file(&a).exists() && file(&b).exists());
         assert_ne!(a.user(), b.user());
         assert_ne!(a.password().expose(), b.password().expose());
-        let b_user = b.user().to_owned();
+        let (a_file, b_file) = (file(&a), file(&b));
         drop(a);
-        assert!(file.contains(&b_user).unwrap());
+        assert!(!a_file.exists() && b_file.exists());
         drop(b);
-        assert!(!file.contains(&b_user).unwrap());
+        assert!(!b_file.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no owner record left"
+        );
     }
 }

@@ -4,21 +4,21 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::htpasswd::HtpasswdFile;
 use crate::network::Network;
 
-/// Deploy (and `test`): every accepted network's folders and password file, and the
-/// nginx routes, so a problem shows before any start.
+/// Deploy (and `test`): every accepted network's folders, the activities' folder with
+/// the file nginx checks unknown users against, and the nginx routes, so a problem
+/// shows before any start.
 pub fn prepare_all(config: &Config) -> Result<(), String> {
     for network in config.networks().all() {
         prepare_network(config, network)?;
-        HtpasswdFile::new(config.passwd_file(network)).ensure_exists()?;
     }
+    crate::htpasswd::ensure_nobody_file(config.socket_dir())?;
     crate::nginx::write_routes(config)?;
     Ok(())
 }
 
-/// The datadir, the log folder and a writable folder for the password file.
+/// The datadir, the log folder and a writable activities' folder.
 pub fn prepare_network(config: &Config, network: &Network) -> Result<(), String> {
     let create = |dir: &Path, what: &str| {
         std::fs::create_dir_all(dir)
@@ -26,12 +26,11 @@ pub fn prepare_network(config: &Config, network: &Network) -> Result<(), String>
     };
     create(&config.datadir(network), "datadir")?;
     create(config.log_dir(), "log folder")?;
-    let file = config.passwd_file(network);
-    let dir = file.parent().unwrap_or(Path::new("/"));
-    create(dir, "password file folder")?;
+    let dir = config.socket_dir();
+    create(dir, "activities' folder")?;
     tempfile::tempfile_in(dir).map_err(|e| {
         format!(
-            "password file folder {} is not writable ({e}); `passwd_file_path` in {} must point to a folder this user can write",
+            "the activities' folder {} is not writable ({e}); it holds each activity's password file and socket: set `socket_dir` in {} to a folder this user can write and nginx's group can read",
             dir.display(),
             config.file().display()
         )

@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::credentials::{new_user, Credentials};
 use crate::gateway::Gateway;
 use crate::health::{self, JsonRpc};
-use crate::htpasswd::HtpasswdFile;
 use crate::netlock::NetworkLock;
 use crate::network::{Mode, Network};
 use crate::node::Node;
@@ -65,7 +64,7 @@ pub async fn open(
     // prepares its own network's folders again.
     crate::deploy::prepare_network(config, &network)?;
     let owner = Owner::current()?;
-    sweep_dead_credentials(config, &owner).await;
+    sweep_dead_in_background(config.socket_dir(), &owner);
     let rpc = JsonRpc::new(config.rpc_addr(&network))?;
     let (backend, chain_id) = match network.mode() {
         Mode::Shared => {
@@ -87,21 +86,7 @@ pub async fn open(
             (Backend::Managed(Box::new(OwnNode { node, lock })), chain_id)
         }
     };
-    // The gateway binds before the credentials exist, so nginx never finds a user
-    // whose socket is missing.
-    let opened = match open_gateway(config, &network).await {
-        Ok((user, gateway)) => Credentials::issue(
-            HtpasswdFile::new(config.passwd_file(&network)),
-            user,
-            config.password_length(),
-            config.password_hash(),
-            &owner,
-        )
-        .await
-        .map(|credentials| (credentials, gateway)),
-        Err(e) => Err(e),
-    };
-    let (credentials, gateway) = match opened {
+    let (credentials, gateway) = match grant(config, &network, &owner).await {
         Ok(opened) => opened,
         Err(e) => {
             if let Backend::Managed(own) = &backend {
@@ -126,6 +111,27 @@ pub async fn open(
         ready_since: Instant::now(),
     };
     Ok(session)
+}
+
+/// The activity's access: its gateway on a fresh user's socket, then its credentials.
+/// The gateway binds before the credentials exist, so nginx never finds a user whose
+/// socket is missing. This is all a start adds to the node's readiness, and it costs
+/// the same however many activities are live (see `.ci/bench`).
+pub async fn grant(
+    config: &Config,
+    network: &Network,
+    owner: &Owner,
+) -> Result<(Credentials, Gateway), String> {
+    let (user, gateway) = open_gateway(config, network).await?;
+    let credentials = Credentials::issue(
+        config.socket_dir(),
+        user,
+        config.password_length(),
+        config.password_hash(),
+        owner,
+    )
+    .await?;
+    Ok((credentials, gateway))
 }
 
 /// The activity's gateway on a fresh user's socket. A socket name another live
@@ -248,48 +254,23 @@ impl Session {
     }
 }
 
-/// Removes the credentials of runtimes that died without revoking them (SIGKILL, a
-/// crash), from every network's password file. A failure here must not stop a start.
-async fn sweep_dead_credentials(config: &Config, here: &Owner) {
-    let mut files: Vec<_> = config
-        .networks()
-        .all()
-        .map(|n| config.passwd_file(n))
-        .collect();
-    files.sort();
-    files.dedup();
-    let here = here.clone();
-    let swept = tokio::task::spawn_blocking(move || {
-        files
-            .into_iter()
-            .map(|path| {
-                let result = HtpasswdFile::new(path.clone()).sweep(&here);
-                (path, result)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
-    let Ok(swept) = swept else {
-        log::error!("the sweep of dead runtimes' credentials did not finish");
-        return;
-    };
-    for (path, result) in swept {
-        match result {
+/// Removes the files of runtimes that died without revoking (SIGKILL, a crash). It
+/// runs beside the start, not before it: with 10,000 live activities it reads 10,000
+/// owner records, which a start must not wait for. A failure here must not stop a
+/// start either; the next start sweeps again.
+pub fn sweep_dead_in_background(dir: &std::path::Path, here: &Owner) {
+    let (dir, here) = (dir.to_path_buf(), here.clone());
+    // Not awaited: a runtime that ends first leaves the rest to the next sweep.
+    drop(tokio::task::spawn_blocking(
+        move || match crate::htpasswd::sweep(&dir, &here) {
             Ok(users) if users.is_empty() => {}
-            Ok(users) => {
-                // Their gateways died with them; a stale socket only costs nginx a
-                // refused connection, but it is theirs to clean up no more.
-                for user in &users {
-                    let _ = std::fs::remove_file(config.socket_path(user));
-                }
-                log::warn!(
-                    "swept {} credential(s) of runtimes that died without stopping from {}: {}",
-                    users.len(),
-                    path.display(),
-                    users.join(", ")
-                );
-            }
-            Err(e) => log::error!("cannot sweep {}: {e}", path.display()),
-        }
-    }
+            Ok(users) => log::warn!(
+                "swept {} credential(s) of runtimes that died without stopping from {}: {}",
+                users.len(),
+                dir.display(),
+                users.join(", ")
+            ),
+            Err(e) => log::error!("cannot sweep {}: {e}", dir.display()),
+        },
+    ));
 }

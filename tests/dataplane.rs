@@ -174,6 +174,8 @@ async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_c
         (&format!("{ua}\n"), pa.as_str()),
         (&format!("{ua}x"), pa.as_str()),
         ("dev-../../etc/passwd", pa.as_str()),
+        // The shape of an activity's name, but no activity's: no file, still 401.
+        ("dev-0123456789abcdef", pa.as_str()),
         (ua.as_str(), ""),
     ] {
         let status = client

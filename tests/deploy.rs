@@ -71,7 +71,7 @@ fn bad_configuration_fails_deploy_naming_file_key_and_what_is_accepted() {
 }
 
 #[test]
-fn a_broken_file_and_an_unusable_password_folder_fail_deploy() {
+fn a_broken_file_and_an_unusable_activities_folder_fail_deploy() {
     let provider = Provider::builder().without_config().build();
     provider.write_config("{ \"public_addr\": ");
     let out = provider.deploy(&provider.workdir("x"));
@@ -89,13 +89,13 @@ fn a_broken_file_and_an_unusable_password_folder_fail_deploy() {
     let blocker = provider.root.path().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
     let provider = Provider::new(json!({
-        "passwd_file_path": blocker.join("erigon_htpasswd"),
+        "socket_dir": blocker,
     }));
     let out = provider.deploy(&provider.workdir("x"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("cannot create password file folder"),
+        stderr.contains("cannot create activities' folder"),
         "{stderr}"
     );
     assert!(stderr.contains("not-a-dir"), "{stderr}");

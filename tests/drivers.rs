@@ -68,7 +68,7 @@ async fn sighup_stops_like_a_shutdown_then_exits() {
         status["auth"]["user"].as_str().unwrap().to_string(),
         status["auth"]["password"].as_str().unwrap().to_string(),
     );
-    let file = provider.passwd_file("dev");
+    let file = provider.user_file(&user);
     assert!(htpasswd_verifies(&file, &user, &password), "works while up");
     let children: Vec<u32> = ["erigon", "rpcdaemon"]
         .iter()

@@ -40,15 +40,15 @@ fn no_node_ran(provider: &Provider) -> bool {
 }
 
 /// The control for a refused start: the same provider starts `activity` on dev, whose
-/// node runs and whose credential joins the file's `others` entries.
-async fn a_valid_start_succeeds(provider: &Provider, activity: &str, others: usize) {
+/// node runs and whose credential is the only one.
+async fn a_valid_start_succeeds(provider: &Provider, activity: &str) {
     let valid = provider.start_on(activity, "dev").await;
     valid.ready_status().await;
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
     assert!(alive(erigon), "{activity}: the node runs");
     assert_eq!(
         provider.entries("dev").len(),
-        others + 1,
+        1,
         "{activity}: its credential is issued"
     );
     valid.shutdown().await;
@@ -148,7 +148,7 @@ async fn hostile_start_arguments_are_refused_by_name_and_leave_nothing() {
     assert!(!Path::new("/tmp/yre-pwned").exists());
     // The control: the refusals above were the arguments' doing, and a node or a
     // credential would have shown.
-    a_valid_start_succeeds(&provider, "valid", 0).await;
+    a_valid_start_succeeds(&provider, "valid").await;
     assert!(!no_node_ran(&provider), "a valid start runs a node");
     eprintln!("hostile start arguments tried: {count}");
 }
@@ -189,7 +189,7 @@ async fn a_node_ignoring_sigint_is_left_running_but_stop_answers_and_revokes() {
         )
     };
     assert!(
-        htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        htpasswd_verifies(&provider.user_file(&user), &user, &password),
         "verifies while the activity is up"
     );
     let rpcdaemon = provider.standin_pid("dev", "rpcdaemon").unwrap();
@@ -201,7 +201,7 @@ async fn a_node_ignoring_sigint_is_left_running_but_stop_answers_and_revokes() {
         "Shutdown answered in {took:?}, inside the ExeUnit's window"
     );
     assert!(
-        !htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        !htpasswd_verifies(&provider.user_file(&user), &user, &password),
         "revoked"
     );
     assert!(!alive(erigon), "erigon stopped cleanly");
@@ -218,35 +218,8 @@ async fn a_node_ignoring_sigint_is_left_running_but_stop_answers_and_revokes() {
     assert!(gone_within(rpcdaemon, Duration::from_secs(5)).await);
 }
 
-#[tokio::test]
-async fn a_read_only_password_file_fails_the_start_clearly_and_is_left_as_it_was() {
-    use std::os::unix::fs::PermissionsExt;
-    let provider = Provider::new(json!({}));
-    provider.deploy_ok();
-    let file = provider.passwd_file("dev");
-    std::fs::write(&file, "alice:{PLAIN}x\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
-    let activity = provider.start_on("a", "dev").await;
-    let (status, code) = activity.status().await;
-    assert_ne!(code, 0);
-    let reason = status["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("is read-only (mode 440)") && reason.contains("chmod u+w"),
-        "{reason}"
-    );
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "alice:{PLAIN}x\n");
-    assert!(
-        !alive(provider.standin_pid("dev", "erigon").unwrap()),
-        "the node was stopped"
-    );
-    activity.shutdown().await;
-
-    // The control: after the fix the message names, the start succeeds.
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
-    a_valid_start_succeeds(&provider, "fixed", 1).await;
-}
-
-/// A small tmpfs mounted over the password folder, unmounted when dropped.
+/// A small tmpfs mounted over the activities' folder, unmounted when dropped. A
+/// read-only remount refuses writes to root too, which file modes do not.
 struct SmallDisk(PathBuf);
 
 impl SmallDisk {
@@ -256,24 +229,40 @@ impl SmallDisk {
             "mounting a small tmpfs needs root (CI runs as root)"
         );
         std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
+        mount(
+            &[
                 "-t",
                 "tmpfs",
                 "-o",
                 &format!("size={size},mode=0750"),
                 "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount: {}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
+            dir,
         );
         Self(dir.to_path_buf())
     }
+
+    fn read_only(&self, read_only: bool) {
+        let opts = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        mount(&["-o", opts], &self.0);
+    }
+}
+
+fn mount(args: &[&str], dir: &Path) {
+    let out = std::process::Command::new("mount")
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for SmallDisk {
@@ -282,15 +271,52 @@ impl Drop for SmallDisk {
     }
 }
 
+/// What the activities' folder holds besides the files deploy made.
+fn activity_files(provider: &Provider) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(provider.auth_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".no-activity.htpasswd" && n != "filler")
+        .collect();
+    names.sort();
+    names
+}
+
 #[tokio::test]
-async fn a_full_disk_fails_the_start_clearly_and_leaves_the_file_as_it_was() {
+async fn a_read_only_activities_folder_fails_the_start_clearly_and_leaves_nothing() {
     let provider = Provider::new(json!({}));
-    let _disk = SmallDisk::mount(&provider.root.path().join("auth"), "64k");
+    let disk = SmallDisk::mount(&provider.auth_dir(), "1m");
     provider.deploy_ok();
-    let file = provider.passwd_file("dev");
-    std::fs::write(&file, "# operator\nalice:{PLAIN}x\n").unwrap();
+    disk.read_only(true);
+    let activity = provider.start_on("a", "dev").await;
+    let (status, code) = activity.status().await;
+    assert_ne!(code, 0);
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Read-only file system") && reason.contains("socket_dir"),
+        "{reason}"
+    );
+    assert!(no_node_ran(&provider), "refused before any node started");
+    activity.shutdown().await;
+    disk.read_only(false);
+    assert!(
+        activity_files(&provider).is_empty(),
+        "{:?}",
+        activity_files(&provider)
+    );
+
+    // The control: writable again, the start succeeds.
+    a_valid_start_succeeds(&provider, "fixed").await;
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_start_clearly_and_leaves_nothing() {
+    let provider = Provider::new(json!({}));
+    let _disk = SmallDisk::mount(&provider.auth_dir(), "64k");
+    provider.deploy_ok();
     // Fill the disk: write until it refuses.
-    let filler = provider.root.path().join("auth/filler");
+    let filler = provider.auth_dir().join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
     while std::io::Write::write_all(&mut f, &[0u8; 4096]).is_ok() {}
     drop(f);
@@ -303,28 +329,20 @@ async fn a_full_disk_fails_the_start_clearly_and_leaves_the_file_as_it_was() {
     assert!(reason.contains("No space left on device"), "{reason}");
     assert!(reason.contains("password file"), "{reason}");
     eprintln!("full disk: {reason}");
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        "# operator\nalice:{PLAIN}x\n"
-    );
     assert!(
         !alive(provider.standin_pid("dev", "erigon").unwrap()),
         "the node was stopped"
     );
     activity.shutdown().await;
-    let leftovers: Vec<_> = std::fs::read_dir(provider.root.path().join("auth"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".htpasswd."))
-        .collect();
     assert!(
-        leftovers.is_empty(),
-        "no temp file left behind: {leftovers:?}"
+        activity_files(&provider).is_empty(),
+        "no temp file, owner record or socket left behind: {:?}",
+        activity_files(&provider)
     );
 
     // The control: with room again, the start succeeds.
     std::fs::remove_file(&filler).unwrap();
-    a_valid_start_succeeds(&provider, "roomy", 1).await;
+    a_valid_start_succeeds(&provider, "roomy").await;
 }
 
 /// The ExeUnit dying closes the runtime's stdin without a Shutdown: the runtime's state

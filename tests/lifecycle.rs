@@ -63,7 +63,7 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
     assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
 
     // The entry nginx will check: right password verifies with Apache's tool, wrong does not.
-    let file = provider.passwd_file("dev");
+    let file = provider.user_file(&user);
     assert!(htpasswd_verifies(&file, &user, &password));
     assert!(!htpasswd_verifies(&file, &user, "wrong-password-123"));
     assert!(!htpasswd_verifies(&file, "dev-someoneelse", &password));
@@ -180,7 +180,7 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
 }
 
 #[tokio::test]
-async fn the_handbook_config_works_with_one_shared_password_file_and_two_networks() {
+async fn the_handbook_config_works_with_two_networks_and_keeps_the_operators_file() {
     let provider = Provider::builder().without_config().build();
     let shared_file = provider.root.path().join("nginx/erigon_htpasswd");
     std::fs::create_dir_all(shared_file.parent().unwrap()).unwrap();
@@ -221,33 +221,30 @@ async fn the_handbook_config_works_with_one_shared_password_file_and_two_network
     assert_eq!(s2["chain_id"], "0xaa36a7");
     assert_eq!(s2["url"], "https://0.erigon.golem.network:8545/sepolia");
     assert_eq!(s1["auth"]["password"].as_str().unwrap().len(), 15);
-    let text = std::fs::read_to_string(&shared_file).unwrap();
-    assert!(
-        text.starts_with("# operator's comment\r\nalice:{PLAIN}secret\r\n"),
-        "{text:?}"
-    );
+    // Its `passwd_file_path` names the folder of the activities' own files.
+    let own_file = |s: &Value| {
+        let user = s["auth"]["user"].as_str().unwrap();
+        shared_file.with_file_name(format!("{user}.htpasswd"))
+    };
     for s in [&s1, &s2] {
         let (user, pw) = (
             s["auth"]["user"].as_str().unwrap(),
             s["auth"]["password"].as_str().unwrap(),
         );
-        assert!(htpasswd_verifies(&shared_file, user, pw));
+        assert!(htpasswd_verifies(&own_file(s), user, pw));
     }
     assert!(std::fs::read_to_string(w1.join("ya-runtime-erigon.log"))
         .unwrap()
         .contains("`passwd_tool_path` is retired and ignored"));
     dev.shutdown().await;
-    let after_one = std::fs::read_to_string(&shared_file).unwrap();
-    assert!(!after_one.contains(s1["auth"]["user"].as_str().unwrap()));
-    assert!(
-        after_one.contains(s2["auth"]["user"].as_str().unwrap()),
-        "the other activity's entry stays"
-    );
+    assert!(!own_file(&s1).exists(), "revoked");
+    assert!(own_file(&s2).exists(), "the other activity's entry stays");
     sepolia.shutdown().await;
+    assert!(!own_file(&s2).exists());
     assert_eq!(
         std::fs::read_to_string(&shared_file).unwrap(),
         "# operator's comment\r\nalice:{PLAIN}secret\r\n",
-        "every line the runtime does not own is kept byte for byte"
+        "the operator's old file is never touched"
     );
 }
 
@@ -430,7 +427,7 @@ async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password()
         status["auth"]["password"].as_str().unwrap().to_string(),
     );
     assert!(
-        htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        htpasswd_verifies(&provider.user_file(&user), &user, &password),
         "verifies while the activity is up"
     );
     let rpcdaemon = provider.standin_pid("dev", "rpcdaemon").unwrap();
@@ -450,7 +447,7 @@ async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password()
     // Revocation is the watcher's job; it has run by the time STATUS answered twice.
     activity.status().await;
     assert!(!htpasswd_verifies(
-        &provider.passwd_file("dev"),
+        &provider.user_file(&user),
         &user,
         &password
     ));
@@ -578,9 +575,28 @@ async fn the_next_start_sweeps_a_killed_runtimes_credentials_and_keeps_live_ones
 
     let next = provider.start_on("next", "hoodi").await;
     next.ready_status().await;
+    // The sweep runs beside the start, which does not wait for it: its log line is
+    // the event.
+    let log_path = next.workdir.join("ya-runtime-erigon.log");
+    assert!(
+        harness::process::file_contains_within(
+            &log_path,
+            "swept 1 credential(s)",
+            Duration::from_secs(10)
+        )
+        .await,
+        "the next start sweeps"
+    );
     assert!(
         provider.entries("dev").is_empty(),
         "{killed_user} swept by the next start"
+    );
+    assert!(
+        !provider
+            .auth_dir()
+            .join(format!("{}.owner", killed_user))
+            .exists(),
+        "with its owner record"
     );
     assert!(
         provider
@@ -663,7 +679,7 @@ async fn a_node_answering_for_another_chain_fails_the_activity() {
         "an activity on the right chain has an entry"
     );
     assert!(
-        htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        htpasswd_verifies(&provider.user_file(&user), &user, &password),
         "verifies while the node serves the right chain"
     );
     std::fs::write(provider.datadir("dev").join("standin-chain-id"), "1").unwrap();
@@ -678,7 +694,7 @@ async fn a_node_answering_for_another_chain_fails_the_activity() {
         .unwrap()
         .contains("serves the wrong chain"));
     assert!(
-        !htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+        !htpasswd_verifies(&provider.user_file(&user), &user, &password),
         "revoked"
     );
     activity.shutdown().await;

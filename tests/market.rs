@@ -204,6 +204,22 @@ fn the_self_test_passes_and_names_the_fix_for_each_failure() {
     std::fs::write(&old_site, format!("include {};\n", routes.display())).unwrap();
     failing(
         json!({"nginx_site_path": old_site}),
+        &[
+            "does not check each activity's own password file",
+            "reinstall it",
+        ],
+    );
+    let proxy_to_node = provider.root.path().join("proxy-to-node.conf");
+    std::fs::write(
+        &proxy_to_node,
+        format!(
+            "include {};\nauth_basic_user_file $erigon_auth_file;\nproxy_pass http://127.0.0.1:8545;\n",
+            routes.display()
+        ),
+    )
+    .unwrap();
+    failing(
+        json!({"nginx_site_path": proxy_to_node}),
         &["does not proxy to the activities' gateways", "reinstall it"],
     );
     let not_exec = provider.root.path().join("erigon-not-executable");

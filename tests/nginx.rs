@@ -140,7 +140,7 @@ async fn every_scheme_the_runtime_writes_verifies_with_nginx() {
         if scheme != "ssha" {
             // Apache's htpasswd verifies {SHA} and bcrypt; it has no {SSHA}.
             assert!(
-                htpasswd_verifies(&provider.passwd_file("dev"), &user, &password),
+                htpasswd_verifies(&provider.user_file(&user), &user, &password),
                 "{scheme}"
             );
         }
@@ -160,7 +160,7 @@ async fn the_password_file_is_readable_by_nginx_and_nobody_else() {
             .status,
         200
     );
-    let meta = std::fs::metadata(provider.passwd_file("dev")).unwrap();
+    let meta = std::fs::metadata(provider.user_file(&user)).unwrap();
     assert_eq!(meta.mode() & 0o007, 0, "others have no access");
     assert_eq!(meta.mode() & 0o040, 0o040, "the group (nginx's) may read");
     if is_root() {

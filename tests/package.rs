@@ -52,8 +52,8 @@ fn the_example_configuration_is_valid() {
     .unwrap();
     let sepolia = config.networks().resolve("sepolia").unwrap();
     assert_eq!(
-        config.passwd_file(&sepolia),
-        Path::new("/etc/nginx/erigon/sepolia.htpasswd")
+        config.socket_dir(),
+        Path::new("/etc/nginx/ya-runtime-erigon")
     );
     assert_eq!(
         config.public_url(&sepolia),

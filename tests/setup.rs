@@ -146,18 +146,17 @@ fn installs_once_then_changes_nothing_and_keeps_edits() {
     let config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
     assert_eq!(config["public_addr"], "https://rpc.example.test");
     let auth = host.prefix().join("etc/nginx/ya-runtime-erigon");
-    assert_eq!(
-        config["passwd_file_path"],
-        format!("{}/{{network}}.htpasswd", auth.display())
-    );
+    assert_eq!(config["socket_dir"], auth.display().to_string());
+    assert!(config.get("passwd_file_path").is_none(), "{config}");
 
-    // The password folder: setgid, group nginx's, closed to others; `test` made the files.
+    // The activities' folder: setgid, group nginx's, closed to others; `test` made the
+    // file unknown users are checked against.
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&auth).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o2750);
-    let sepolia = std::fs::metadata(auth.join("sepolia.htpasswd")).unwrap();
-    assert_eq!(sepolia.mode() & 0o777, 0o640);
-    assert_eq!(sepolia.gid(), meta.gid(), "inherits the folder's group");
+    let nobody = std::fs::metadata(auth.join(".no-activity.htpasswd")).unwrap();
+    assert_eq!(nobody.mode() & 0o777, 0o640);
+    assert_eq!(nobody.gid(), meta.gid(), "inherits the folder's group");
     let routes = host
         .prefix()
         .join("var/lib/ya-runtime-erigon/nginx/routes.conf");

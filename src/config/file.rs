@@ -30,7 +30,8 @@ pub(super) struct RawConfig {
     /// Retired: entries are written natively now. Accepted so the handbook's file loads.
     #[serde(skip_serializing_if = "Option::is_none")]
     passwd_tool_path: Option<String>,
-    /// htpasswd file nginx reads; `{network}` in it gives each network its own file.
+    /// Retired as a file: each activity has its own htpasswd file now. Its folder is
+    /// still the default `socket_dir`, so the handbook's file keeps working.
     passwd_file_path: String,
     password_default_length: usize,
     erigon_http_addr: String,
@@ -56,8 +57,9 @@ pub(super) struct RawConfig {
     rpcdaemon_args: Vec<String>,
     /// The installed nginx site, checked by `ya-runtime-erigon test`.
     nginx_site_path: PathBuf,
-    /// Where each activity's gateway socket goes; the folder of `passwd_file_path` by
-    /// default, which the provider set-up makes reachable for nginx's group.
+    /// The activities' folder: each one's htpasswd file, owner record and gateway
+    /// socket. The folder of `passwd_file_path` by default, which the provider set-up
+    /// makes reachable for nginx's group.
     socket_dir: Option<PathBuf>,
     /// Per-activity limits of every network (a network's `limits` overrides keys).
     limits: serde_json::Map<String, serde_json::Value>,
@@ -183,12 +185,9 @@ impl RawConfig {
         let public_addr = validate_public_addr(&public_addr)?;
         absolute("data_dir", &data_dir)?;
         absolute("nginx_site_path", &nginx_site_path)?;
-        let credentials = CredentialSettings::validate(
-            passwd_file_path,
-            password_default_length,
-            &password_hash,
-            bcrypt_cost,
-        )?;
+        let socket_dir = validate_socket_dir(socket_dir, &passwd_file_path)?;
+        let credentials =
+            CredentialSettings::validate(password_default_length, &password_hash, bcrypt_cost)?;
         let http_addr: IpAddr = erigon_http_addr.parse().map_err(|_| {
             format!(
                 "key `erigon_http_addr`: \"{}\" is not an IP address; accepted: an IPv4 or IPv6 address such as 127.0.0.1",
@@ -216,7 +215,6 @@ impl RawConfig {
             " (the ExeUnit kills the runtime 5 s after Shutdown)",
         )?;
         let logs = LogSettings::validate(log_dir, &data_dir, log_max_bytes, log_files)?;
-        let socket_dir = validate_socket_dir(socket_dir, &credentials.passwd_file_path)?;
         let mut weights = Weights::default();
         weights.methods.extend(method_weights);
         let node = NodeSettings {
@@ -262,28 +260,7 @@ fn validate_public_addr(text: &str) -> Result<url::Url, String> {
 }
 
 impl CredentialSettings {
-    fn validate(
-        passwd_file_path: String,
-        length: usize,
-        hash: &str,
-        bcrypt_cost: u32,
-    ) -> Result<Self, String> {
-        absolute("passwd_file_path", Path::new(&passwd_file_path))?;
-        let unsafe_char = passwd_file_path
-            .replace("{network}", "")
-            .chars()
-            .find(|c| c.is_control() || "\"\\$;{}".contains(*c));
-        if let Some(c) = unsafe_char {
-            return Err(format!(
-                "key `passwd_file_path`: {c:?} is not accepted in a path nginx reads; the only placeholder is {{network}}"
-            ));
-        }
-        if Path::new(&passwd_file_path).file_name().is_none() || passwd_file_path.ends_with('/') {
-            return Err(format!(
-                "key `passwd_file_path`: \"{}\" names a folder; accepted: a file path",
-                printable(&passwd_file_path)
-            ));
-        }
+    fn validate(length: usize, hash: &str, bcrypt_cost: u32) -> Result<Self, String> {
         in_range(
             "password_default_length",
             length,
@@ -292,7 +269,6 @@ impl CredentialSettings {
         )?;
         in_range("bcrypt_cost", bcrypt_cost, BCRYPT_COST, "")?;
         Ok(Self {
-            passwd_file_path,
             length,
             hash: HashScheme::from_config(hash, bcrypt_cost)?,
         })

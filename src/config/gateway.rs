@@ -51,8 +51,11 @@ pub(super) fn network_limits(
         .collect()
 }
 
-/// Unix socket paths are limited to 107 bytes: a folder that leaves no room for the
-/// longest activity socket name is refused now, not at an activity's start.
+/// The activities' folder: `socket_dir`, or the folder of the handbook's
+/// `passwd_file_path`. nginx reads the path in the routes file, so characters that
+/// would end or expand a quoted nginx string are refused. Unix socket paths are limited
+/// to 107 bytes: a folder that leaves no room for the longest activity socket name is
+/// refused now, not at an activity's start.
 pub(super) fn validate_socket_dir(
     given: Option<PathBuf>,
     passwd_file_path: &str,
@@ -62,18 +65,34 @@ pub(super) fn validate_socket_dir(
     const SUN_PATH: usize = 107;
     let (key, dir) = match given {
         Some(dir) => ("socket_dir", dir),
-        None => (
-            "passwd_file_path",
-            Path::new(passwd_file_path)
+        None => {
+            let file = Path::new(passwd_file_path);
+            if file.file_name().is_none() || passwd_file_path.ends_with('/') {
+                return Err(format!(
+                    "key `passwd_file_path`: \"{}\" names a folder; accepted: a file path (its folder holds the activities' files), or set `socket_dir`",
+                    printable(passwd_file_path)
+                ));
+            }
+            let dir = file
                 .parent()
-                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
-        ),
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+            ("passwd_file_path", dir)
+        }
     };
     absolute(key, &dir)?;
+    let text = dir.to_string_lossy();
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() || "\"\\$;{}".contains(*c))
+    {
+        return Err(format!(
+            "key `{key}`: {c:?} is not accepted in the activities' folder, a path nginx reads ({{network}} no longer applies: every network's activities share the folder); accepted: a plain absolute path"
+        ));
+    }
     let room = SUN_PATH.saturating_sub(LONGEST_NAME + 1);
     if dir.as_os_str().len() > room {
         return Err(format!(
-            "key `{key}`: the socket folder {} is {} bytes long; accepted: at most {room}, since a Unix socket path is at most {SUN_PATH} bytes (set `socket_dir` to a shorter folder nginx can reach)",
+            "key `{key}`: the activities' folder {} is {} bytes long; accepted: at most {room}, since a Unix socket path is at most {SUN_PATH} bytes (set `socket_dir` to a shorter folder nginx can reach)",
             printable(&dir.to_string_lossy()),
             dir.as_os_str().len()
         ));

@@ -48,7 +48,6 @@ impl Default for ErigonConf {
 /// How activities' credentials are made and where they are kept.
 #[derive(Clone, Debug)]
 pub(super) struct CredentialSettings {
-    pub(super) passwd_file_path: String,
     pub(super) length: usize,
     pub(super) hash: HashScheme,
 }
@@ -140,15 +139,6 @@ impl Config {
         &self.logs.dir
     }
 
-    /// The htpasswd file nginx checks for this network.
-    pub fn passwd_file(&self, network: &Network) -> PathBuf {
-        PathBuf::from(
-            self.credentials
-                .passwd_file_path
-                .replace("{network}", network.name()),
-        )
-    }
-
     pub fn password_length(&self) -> usize {
         self.credentials.length
     }
@@ -205,17 +195,15 @@ impl Config {
         self.passwd_tool_path.as_deref()
     }
 
-    /// Where the gateways' sockets go (nginx's group must reach the folder).
+    /// The activities' folder: each one's htpasswd file and owner record (see
+    /// `htpasswd`) and its gateway's socket. nginx's group must reach it.
     pub fn socket_dir(&self) -> &Path {
         &self.socket_dir
     }
 
-    /// The socket of the activity whose user is `user`: named after the user's random
-    /// part, as nginx's map derives it from `$remote_user` (see `nginx`), which keeps
-    /// the path short (a Unix socket path is at most 107 bytes).
+    /// The socket of the activity whose user is `user`.
     pub fn socket_path(&self, user: &str) -> PathBuf {
-        let random = user.rsplit('-').next().unwrap_or(user);
-        self.socket_dir.join(format!("{random}.sock"))
+        crate::htpasswd::socket_path(&self.socket_dir, user)
     }
 
     /// The per-activity limits on `network`.

@@ -26,10 +26,7 @@ fn the_handbook_example_file_loads_unchanged() {
     assert_eq!(cfg.rpcdaemon_path(), Path::new("/opt/rt/rpcdaemon"));
     assert_eq!(cfg.log_dir(), Path::new("/data/erigon/logs"));
     assert_eq!(cfg.passwd_tool_path(), Some("htpasswd"));
-    assert_eq!(
-        cfg.passwd_file(&sepolia),
-        Path::new("/etc/nginx/erigon_htpasswd")
-    );
+    assert_eq!(cfg.socket_dir(), Path::new("/etc/nginx"), "its folder");
     assert_eq!(
         cfg.public_url(&sepolia),
         "https://0.erigon.golem.network:8545/sepolia"
@@ -97,8 +94,7 @@ fn defaults_are_valid_and_round_trip() {
     let cfg = load(ErigonConf::default().0).expect("defaults are valid");
     assert_eq!(cfg.default_network().name(), "sepolia");
     assert_eq!(cfg.password_hash(), HashScheme::Ssha);
-    let dev = cfg.networks().resolve("dev").unwrap();
-    assert!(cfg.passwd_file(&dev).ends_with("auth/dev.htpasswd"));
+    assert!(cfg.socket_dir().ends_with("auth"));
 }
 
 #[test]
@@ -123,13 +119,15 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
         ),
         (json!({"passwd_file_path": "x"}), "key `passwd_file_path`"),
         (
-            json!({"passwd_file_path": "/a/$x;"}),
-            "'$' is not accepted in a path nginx reads",
+            json!({"passwd_file_path": "/a$x;/h"}),
+            "key `passwd_file_path`: '$' is not accepted",
         ),
         (
-            json!({"passwd_file_path": "/a/{user}"}),
-            "'{' is not accepted",
+            json!({"passwd_file_path": "/a/{network}/h"}),
+            "'{' is not accepted in the activities' folder",
         ),
+        (json!({"passwd_file_path": "/a/"}), "names a folder"),
+        (json!({"socket_dir": "/a/$x"}), "key `socket_dir`: '$' is not accepted"),
         (json!({"public_addr": "ftp://x"}), "key `public_addr`"),
         (
             json!({"erigon_http_addr": "localhost"}),
@@ -174,7 +172,7 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
         ),
         (
             json!({"socket_dir": format!("/{}", "s".repeat(90))}),
-            "key `socket_dir`: the socket folder",
+            "key `socket_dir`: the activities' folder",
         ),
         (json!({"socket_dir": "run"}), "key `socket_dir`: \"run\" is a relative path"),
         (

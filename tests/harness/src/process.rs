@@ -44,3 +44,16 @@ pub async fn reaped_within(pid: u32, within: Duration) -> bool {
     }
     true
 }
+
+/// Waits until the file at `path` (a log) contains `needle`. Files offer no
+/// notification this portable, so this polls, bounded by `within`.
+pub async fn file_contains_within(path: &Path, needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}

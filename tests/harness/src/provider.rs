@@ -314,18 +314,32 @@ impl Provider {
         .unwrap();
     }
 
-    pub fn passwd_file(&self, network: &str) -> PathBuf {
-        self.root.path().join(format!("auth/{network}.htpasswd"))
+    /// The activities' folder: each activity's password file, owner record and socket.
+    pub fn auth_dir(&self) -> PathBuf {
+        self.root.path().join("auth")
     }
 
-    /// Every htpasswd line for `network` that grants a user.
+    /// The password file of the activity whose user is `user`.
+    pub fn user_file(&self, user: &str) -> PathBuf {
+        self.auth_dir().join(format!("{user}.htpasswd"))
+    }
+
+    /// Every htpasswd line of `network`'s activities, from their own files.
     pub fn entries(&self, network: &str) -> Vec<String> {
-        std::fs::read_to_string(self.passwd_file(network))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(':') && !l.starts_with('#'))
-            .map(String::from)
-            .collect()
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(self.auth_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{network}-")) && name.ends_with(".htpasswd") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                entries.extend(text.lines().map(String::from));
+            }
+        }
+        entries.sort();
+        entries
     }
 
     /// Everything the runtime and the stand-ins wrote under this provider's HOME.
