@@ -1026,4 +1026,56 @@ async fn measure() {
     );
     drop((held, held_ws));
     println!("gateway: {:?}", gw.close().await);
+
+    // WebSocket floods, each on a fresh gateway: every WebSocket the limit allows
+    // sending full-size request messages; and every WebSocket asking for a large
+    // answer (eth_call of code, put in place by a state override, that returns
+    // 1 MiB of zeros: 2 MiB of hex).
+    let code = "0x00000000000000000000000000000000000000aa";
+    let big_answer = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+        "params": [{"to": code, "gas": "0x1c9c380"}, "latest",
+                   {code: {"code": "0x621000006000f3"}}]})
+    .to_string();
+    let full_body = format!("[{}]", " ".repeat((1 << 20) - 2));
+    for (name, message) in [
+        ("full request messages", full_body),
+        ("2 MiB answers", big_answer),
+    ] {
+        let gw = gateway_process(node.addr, dir.path(), None).await;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (socket, message) = (gw.socket.clone(), message.clone());
+            tasks.spawn(async move {
+                let s = UnixStream::connect(&socket).await.expect("connect");
+                let (mut ws, _) = tokio_tungstenite::client_async("ws://localhost/", s)
+                    .await
+                    .expect("a WebSocket");
+                let (mut sent, mut bytes) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    if ws.send(Ws::text(message.clone())).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    match ws.next().await {
+                        Some(Ok(m)) => bytes += m.len() as u64,
+                        _ => break,
+                    }
+                }
+                (sent, bytes)
+            });
+        }
+        let (mut sent, mut bytes) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            let (s, b) = r.expect("a flooder");
+            sent += s;
+            bytes += b;
+        }
+        println!(
+            "WebSocket flood, {name}: {sent} messages, {} MiB answered; gateway peak RSS {} KiB",
+            bytes >> 20,
+            status_kib(gw.pid, "VmHWM")
+        );
+        gw.close().await;
+    }
 }
