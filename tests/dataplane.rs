@@ -415,3 +415,109 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
     greedy.shutdown().await;
     neighbour.shutdown().await;
 }
+
+/// A's WebSocket through nginx, subscribed to new heads, with one notification
+/// already received.
+async fn subscribed_websocket(
+    nginx: &harness::nginx::Nginx,
+    user: &str,
+    password: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let mut request = nginx
+        .url("/dev")
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        base64_basic(user, password).parse().unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", nginx.port))
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("a WebSocket through nginx");
+    let subscribe =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("anvil mines a block a second");
+        if let Some(Ok(Message::Text(text))) = next {
+            if serde_json::from_str::<Value>(&text).unwrap()["method"] == "eth_subscription" {
+                return ws;
+            }
+        }
+    }
+}
+
+/// SIGKILL leaves no stop to run: the kernel closing the runtime's socket must end its
+/// service, and the next start's sweep must end its password.
+#[tokio::test]
+async fn a_killed_runtime_serves_nothing_more_and_the_next_start_sweeps_its_password() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("1").await;
+    let url = nginx.url("/dev");
+    let a = provider.start_on("a", "dev").await;
+    let (ua, pa) = creds(&a.ready_status().await);
+    let mut ws = subscribed_websocket(&nginx, &ua, &pa).await;
+    // A keep-alive connection that has carried one call.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let keep_alive = |id| {
+        client
+            .post(&url)
+            .basic_auth(&ua, Some(&pa))
+            .json(&call(id, "eth_chainId"))
+            .send()
+    };
+    assert_eq!(keep_alive(1).await.unwrap().status(), 200);
+
+    a.kill().await;
+    let killed = Instant::now();
+    let ended = async {
+        let mut late = 0;
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return late,
+                Some(Ok(Message::Text(_))) => late += 1,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    let late = tokio::time::timeout(Duration::from_secs(1), ended)
+        .await
+        .expect("the killed runtime's WebSocket ends within 1 s");
+    println!(
+        "killed runtime: WebSocket ended after {} ms, {late} message(s) in flight delivered",
+        killed.elapsed().as_millis()
+    );
+    // Its password still verifies until a sweep, but nothing serves it.
+    let status = keep_alive(2).await.unwrap().status().as_u16();
+    assert_eq!(status, 502, "no gateway behind a killed runtime's name");
+
+    let b = provider.start_on("b", "dev").await;
+    b.ready_status().await;
+    let log = b.workdir.join("ya-runtime-erigon.log");
+    assert!(
+        harness::process::file_contains_within(
+            &log,
+            "swept 1 credential(s)",
+            Duration::from_secs(10)
+        )
+        .await,
+        "the next start sweeps"
+    );
+    let status = keep_alive(3).await.unwrap().status().as_u16();
+    assert_eq!(status, 401, "swept: the password no longer works");
+    let random = ua.trim_start_matches("dev-");
+    for name in [
+        format!("{ua}.htpasswd"),
+        format!("{ua}.owner"),
+        format!("{random}.sock"),
+    ] {
+        assert!(!provider.auth_dir().join(&name).exists(), "{name} swept");
+    }
+    b.shutdown().await;
+}
