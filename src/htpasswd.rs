@@ -85,8 +85,9 @@ impl ActivityFile {
 }
 
 /// Removes the files and socket of every activity whose owner ran on this machine and
-/// is gone, and returns their users. Files without an owner record are never touched. Every step is
-/// idempotent, so sweeps running at once, or with a revocation, do no harm.
+/// is gone, and returns their users. Files without an owner record are never touched.
+/// Every step is idempotent, so sweeps running at once, or with a revocation, do no
+/// harm.
 pub fn sweep(dir: &Path, here: &Owner) -> Result<Vec<String>, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -115,9 +116,13 @@ pub fn sweep(dir: &Path, here: &Owner) -> Result<Vec<String>, String> {
         if owner.is_dead_here(here) {
             // The socket first: its gateway died with the runtime, and a stale socket
             // only costs nginx a refused connection, but nobody else will remove it.
-            remove_if_present(&socket_path(dir, user))?;
-            ActivityFile::new(dir, user).remove()?;
-            dead.push(user.to_owned());
+            // One activity's files that cannot be removed must not keep the others.
+            match remove_if_present(&socket_path(dir, user))
+                .and_then(|()| ActivityFile::new(dir, user).remove())
+            {
+                Ok(()) => dead.push(user.to_owned()),
+                Err(e) => log::error!("the sweep could not remove {user}'s files: {e}"),
+            }
         }
     }
     dead.sort();

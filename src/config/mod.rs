@@ -45,7 +45,7 @@ impl Default for ErigonConf {
     }
 }
 
-/// How activities' credentials are made and where they are kept.
+/// How activities' credentials are made (where they are kept is `socket_dir`).
 #[derive(Clone, Debug)]
 pub(super) struct CredentialSettings {
     pub(super) length: usize,
