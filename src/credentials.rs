@@ -43,7 +43,6 @@ impl fmt::Debug for Secret {
 }
 
 pub struct Credentials {
-    user: String,
     password: Secret,
     file: ActivityFile,
     /// Shared with revocations under way, which run without borrowing the value.
@@ -53,7 +52,7 @@ pub struct Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
-            .field("user", &self.user)
+            .field("user", &self.user())
             .field("file", &self.file.path())
             .field("revoked", &self.is_revoked())
             .finish_non_exhaustive()
@@ -66,24 +65,24 @@ impl Credentials {
     /// shared.
     pub async fn issue(
         dir: &std::path::Path,
-        user: String,
+        user: &str,
         length: usize,
         scheme: HashScheme,
         owner: &Owner,
     ) -> Result<Self, String> {
         let owner = owner.clone();
-        let file = ActivityFile::new(dir, &user);
+        let file = ActivityFile::new(dir, user);
         off_executor(move || {
             let password = Secret(Alphanumeric.sample_string(&mut OsRng, length));
             let hash = scheme.hash(password.expose())?;
             if !file.create(&hash, &owner)? {
                 return Err(format!(
-                    "password file {}: user {user} already exists",
-                    file.path().display()
+                    "password file {}: user {} already exists",
+                    file.path().display(),
+                    file.user()
                 ));
             }
             Ok(Self {
-                user,
                 password,
                 file,
                 revoked: Arc::new(AtomicBool::new(false)),
@@ -93,7 +92,7 @@ impl Credentials {
     }
 
     pub fn user(&self) -> &str {
-        &self.user
+        self.file.user()
     }
 
     pub fn password(&self) -> &Secret {
@@ -108,12 +107,12 @@ impl Credentials {
     /// call (or the drop) tries again. The future borrows nothing, so the caller may
     /// release its hold on the activity's state while the file is rewritten.
     pub fn revoke(&self) -> impl Future<Output = Result<(), String>> + 'static {
-        let (file, user, revoked) = (self.file.clone(), self.user.clone(), self.revoked.clone());
+        let (file, revoked) = (self.file.clone(), self.revoked.clone());
         async move {
             if revoked.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            off_executor(move || remove(&file, &user, &revoked)).await
+            off_executor(move || remove(&file, &revoked)).await
         }
     }
 }
@@ -125,25 +124,26 @@ impl Drop for Credentials {
         if self.is_revoked() {
             return;
         }
-        if let Err(e) = remove(&self.file, &self.user, &self.revoked) {
-            log::error!("could not revoke user {}: {e}", self.user);
+        if let Err(e) = remove(&self.file, &self.revoked) {
+            log::error!("could not revoke user {}: {e}", self.user());
         }
     }
 }
 
-fn remove(file: &ActivityFile, user: &str, revoked: &AtomicBool) -> Result<(), String> {
+fn remove(file: &ActivityFile, revoked: &AtomicBool) -> Result<(), String> {
     file.remove()?;
     if !revoked.swap(true, Ordering::SeqCst) {
         log::info!(
-            "revoked credentials of user {user} in {}",
+            "revoked credentials of user {} in {}",
+            file.user(),
             file.path().display()
         );
     }
     Ok(())
 }
 
-/// Runs file work on tokio's blocking pool: waiting for another runtime's lock, or
-/// fsync on a slow disk, must not stall the executor that answers the ExeUnit.
+/// Runs file work on tokio's blocking pool: fsync on a slow disk, or bcrypt's CPU work,
+/// must not stall the executor that answers the ExeUnit.
 async fn off_executor<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
@@ -180,7 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let creds = Credentials::issue(
             dir.path(),
-            new_user(&sepolia()),
+            &new_user(&sepolia()),
             20,
             HashScheme::Bcrypt { cost: 4 },
             &Owner::current().unwrap(),
@@ -212,7 +212,7 @@ mod tests {
     async fn issue(dir: &std::path::Path) -> Credentials {
         Credentials::issue(
             dir,
-            new_user(&sepolia()),
+            &new_user(&sepolia()),
             15,
             HashScheme::Ssha,
             &Owner::current().unwrap(),

@@ -53,6 +53,10 @@ impl ActivityFile {
         }
     }
 
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The htpasswd file nginx reads for this user.
     pub fn path(&self) -> PathBuf {
         entry_path(&self.dir, &self.user)

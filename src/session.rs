@@ -125,7 +125,7 @@ pub async fn grant(
     let (user, gateway) = open_gateway(config, network).await?;
     let credentials = Credentials::issue(
         config.socket_dir(),
-        user,
+        &user,
         config.password_length(),
         config.password_hash(),
         owner,
