@@ -85,9 +85,10 @@ async fn twenty_runtimes_and_their_sweeps_never_lose_or_corrupt_a_live_entry() {
     let dead = plant_dead(&dir);
 
     // The reader: live set first, then the files. An activity joins the set only after
-    // its file is known to exist and leaves it before its stop begins, so a missing or
-    // partial live file can only be a lost or torn write, or a wrong sweep. Each pass
-    // over a non-empty set is counted, so that an activity can wait until it was read.
+    // its file is known to exist, and leaves it before its stop begins, waiting until
+    // every pass that may have seen it is over; so a missing or partial live file can
+    // only be a lost or torn write, or a wrong sweep. Passes are counted, so that an
+    // activity can wait for them.
     let live = Arc::new(Mutex::new(HashSet::<String>::new()));
     let done = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
@@ -104,9 +105,7 @@ async fn twenty_runtimes_and_their_sweeps_never_lose_or_corrupt_a_live_entry() {
                         violations.push(e);
                     }
                 }
-                if !expected.is_empty() {
-                    passes_tx.send_modify(|n| *n += 1);
-                }
+                passes_tx.send_modify(|n| *n += 1);
                 // Two cores are shared with 60 processes: let them run between reads.
                 std::thread::yield_now();
             }
@@ -130,6 +129,9 @@ async fn twenty_runtimes_and_their_sweeps_never_lose_or_corrupt_a_live_entry() {
             let seen = *passes.borrow();
             passes.wait_for(|n| *n >= seen + 3).await.unwrap();
             live.lock().unwrap().remove(&user);
+            // The pass under way may have taken the set before the removal.
+            let seen = *passes.borrow();
+            passes.wait_for(|n| *n >= seen + 2).await.unwrap();
             let took = activity.shutdown().await;
             for suffix in ["htpasswd", "owner"] {
                 let path = dir.join(format!("{user}.{suffix}"));
