@@ -13,19 +13,20 @@ pub fn prepare_all(config: &Config) -> Result<(), String> {
     for network in config.networks().all() {
         prepare_network(config, network)?;
     }
+    prepare_activities_dir(config)?;
     crate::htpasswd::ensure_nobody_file(config.socket_dir())?;
     crate::nginx::write_routes(config)?;
     Ok(())
 }
 
-/// The datadir, the log folder and a writable activities' folder.
+/// The network's datadir and the log folder.
 pub fn prepare_network(config: &Config, network: &Network) -> Result<(), String> {
-    let create = |dir: &Path, what: &str| {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {what} {}: {e}", dir.display()))
-    };
     create(&config.datadir(network), "datadir")?;
-    create(config.log_dir(), "log folder")?;
+    create(config.log_dir(), "log folder")
+}
+
+/// The activities' folder, shared by every network: it must exist and be writable.
+pub fn prepare_activities_dir(config: &Config) -> Result<(), String> {
     let dir = config.socket_dir();
     create(dir, "activities' folder")?;
     tempfile::tempfile_in(dir).map_err(|e| {
@@ -36,4 +37,8 @@ pub fn prepare_network(config: &Config, network: &Network) -> Result<(), String>
         )
     })?;
     Ok(())
+}
+
+fn create(dir: &Path, what: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {what} {}: {e}", dir.display()))
 }

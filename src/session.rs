@@ -63,6 +63,7 @@ pub async fn open(
     // Deploy prepared these; a start without deploy (or after an operator's clean-up)
     // prepares its own network's folders again.
     crate::deploy::prepare_network(config, &network)?;
+    crate::deploy::prepare_activities_dir(config)?;
     let owner = Owner::current()?;
     sweep_dead_in_background(config.socket_dir(), &owner);
     let rpc = JsonRpc::new(config.rpc_addr(&network))?;
