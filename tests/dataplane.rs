@@ -104,11 +104,12 @@ fn call(id: u64, method: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A memory figure of a process (`VmRSS`, `VmHWM`), in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -129,20 +130,7 @@ async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_c
     let batch: Vec<Value> = (0..5).map(|i| call(i, "eth_blockNumber")).collect();
     let (status, answer) = post(&url, &ua, &pa, &json!(batch)).await;
     assert_eq!((status, answer.as_array().map(Vec::len)), (200, Some(5)));
-    let mut request = url
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    let basic = base64_basic(&ua, &pa);
-    request
-        .headers_mut()
-        .insert("Authorization", basic.parse().unwrap());
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", nginx.port))
-        .await
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
-        .await
-        .expect("A's WebSocket through nginx");
+    let mut ws = websocket(&nginx, &ua, &pa).await;
     ws.send(Message::text(call(7, "eth_chainId").to_string()))
         .await
         .unwrap();
@@ -190,7 +178,7 @@ async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_c
         assert_eq!(status, 401, "{user:?}");
     }
     let long_name = "z".repeat(6 * 1024);
-    let rss_before = rss_kib(a.pid());
+    let rss_before = status_kib(a.pid(), "VmRSS");
     let started = Instant::now();
     let flood = futures::stream::iter(0..2_000)
         .map(|_| {
@@ -217,7 +205,7 @@ async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_c
         error_log,
         "failed logins write no log line"
     );
-    let rss_after = rss_kib(a.pid());
+    let rss_after = status_kib(a.pid(), "VmRSS");
     assert!(
         rss_after < 20 * 1024,
         "A's runtime stays under 20 MB ({rss_before} → {rss_after} KiB)"
@@ -398,12 +386,10 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
         flooder.await.unwrap();
     }
     let busy = median(busy);
-    let peak = std::fs::read_to_string(format!("/proc/{}/status", greedy.pid()))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
-        .unwrap_or_default();
-    println!("the flooding activity's runtime: peak RSS {peak}");
+    println!(
+        "the flooding activity's runtime: peak RSS {} KiB",
+        status_kib(greedy.pid(), "VmHWM")
+    );
     println!(
         "neighbour median: solo {solo:.2} ms, beside the flood {busy:.2} ms ({:.2}x); the flood was served {} calls",
         busy / solo,
@@ -421,9 +407,146 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
     neighbour.shutdown().await;
 }
 
-/// A's WebSocket through nginx, subscribed to new heads, with one notification
-/// already received.
-async fn subscribed_websocket(
+/// Floods that make a gateway hold data, each for 2 s through nginx: HTTP bodies of
+/// the full size beside batches over the rate; then as many WebSockets as the limit
+/// allows (16), sending full-size messages; then 16 asking for 2 MiB answers; then one
+/// answer of 16.8 MB in a single message. The runtime must stay under 20 MB throughout
+/// and bill exactly the calls answered. (Before WebSocket frames were relayed as they
+/// stream, the two WebSocket floods took a gateway to 25 and 75 MB, and a message over
+/// 16 MiB ended its WebSocket.)
+#[tokio::test]
+async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    const PHASE: Duration = Duration::from_secs(2);
+    const LIMIT_KIB: u64 = 20 * 1024;
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("1").await;
+    let url = nginx.url("/dev");
+    let a = provider.start_on("a", "dev").await;
+    let (user, password) = creds(&a.ready_status().await);
+    let full_body = format!("[{}]", " ".repeat((1 << 20) - 2));
+    let mut served = 0u64;
+    let mut peaks = vec![("start", status_kib(a.pid(), "VmHWM"))];
+
+    // HTTP: every other connection sends a body of the full size (the gateway's own
+    // parse error answers it), the others batches of 100 (mostly refused by the rate).
+    let deadline = Instant::now() + PHASE;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let (url, user, password) = (url.clone(), user.clone(), password.clone());
+        let body = match i % 2 {
+            0 => serde_json::to_string(
+                &(0..100)
+                    .map(|i| call(i, "eth_blockNumber"))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            _ => full_body.clone(),
+        };
+        tasks.spawn(async move {
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            let mut served = 0u64;
+            while Instant::now() < deadline {
+                let sent = client
+                    .post(&url)
+                    .basic_auth(&user, Some(&password))
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let Ok(response) = sent else { continue };
+                let status = response.status().as_u16();
+                // The node's answers: an array with 200 (a refused batch is an
+                // array of errors with 429).
+                if let (200, Ok(Value::Array(answers))) = (status, response.json::<Value>().await) {
+                    served += answers.len() as u64;
+                }
+            }
+            served
+        });
+    }
+    while let Some(n) = tasks.join_next().await {
+        served += n.unwrap();
+    }
+    peaks.push(("HTTP", status_kib(a.pid(), "VmHWM")));
+
+    // WebSockets: full-size messages, then 2 MiB answers (eth_call of code, put in
+    // place by a state override, that returns 1 MiB of zeros).
+    let code = "0x00000000000000000000000000000000000000aa";
+    let big_call = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "eth_call",
+            "params": [{"to": code, "gas": "0x1c9c380"}, "latest",
+                       {code: {"code": "0x621000006000f3"}}]})
+    };
+    let answer_len = 2 + 2 * (1 << 20);
+    for (phase, message) in [
+        ("full-size WebSocket messages", full_body.clone()),
+        ("2 MiB WebSocket answers", big_call(1).to_string()),
+    ] {
+        let deadline = Instant::now() + PHASE;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let mut ws = websocket(&nginx, &user, &password).await;
+            let message = message.clone();
+            tasks.spawn(async move {
+                let mut served = 0u64;
+                while Instant::now() < deadline {
+                    ws.send(Message::text(message.clone())).await.unwrap();
+                    let Some(Ok(Message::Text(text))) = ws.next().await else {
+                        panic!("an answer to every message");
+                    };
+                    let answer: Value = serde_json::from_str(&text).unwrap();
+                    match answer["result"].as_str() {
+                        Some(result) => {
+                            assert_eq!(result.len(), answer_len, "a whole answer");
+                            served += 1;
+                        }
+                        None => assert!(answer["error"].is_object(), "{answer}"),
+                    }
+                }
+                served
+            });
+        }
+        while let Some(n) = tasks.join_next().await {
+            served += n.unwrap();
+        }
+        peaks.push((phase, status_kib(a.pid(), "VmHWM")));
+    }
+
+    // One message of 16.8 MB: a batch of 8 such calls.
+    let mut ws = websocket(&nginx, &user, &password).await;
+    let batch: Vec<Value> = (0..8).map(big_call).collect();
+    ws.send(Message::text(json!(batch).to_string()))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(text))) = ws.next().await else {
+        panic!("an answer to the batch");
+    };
+    assert!(
+        text.len() > 16 << 20,
+        "one message over 16 MiB: {}",
+        text.len()
+    );
+    let answers: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(answers.len(), 8);
+    assert!(answers
+        .iter()
+        .all(|a| a["result"].as_str().map(str::len) == Some(answer_len)));
+    served += 8;
+    drop(ws);
+    peaks.push(("a 16.8 MB answer", status_kib(a.pid(), "VmHWM")));
+
+    println!("A's runtime, peak RSS after each flood (KiB): {peaks:?}; {served} calls answered");
+    for (phase, peak) in &peaks {
+        assert!(
+            *peak < LIMIT_KIB,
+            "A's runtime stays under 20 MB: {peak} KiB after {phase}"
+        );
+    }
+    assert_eq!(a.shutdown_billed(COUNTER).await, served as f64);
+}
+
+/// A WebSocket through nginx to the activity of `user`.
+async fn websocket(
     nginx: &harness::nginx::Nginx,
     user: &str,
     password: &str,
@@ -440,9 +563,25 @@ async fn subscribed_websocket(
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", nginx.port))
         .await
         .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+    // Whole answers of any size, as ethers' client takes them (tungstenite's
+    // default refuses frames over 16 MiB).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_frame_size(None)
+        .max_message_size(Some(64 << 20));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
         .await
         .expect("a WebSocket through nginx");
+    ws
+}
+
+/// A's WebSocket through nginx, subscribed to new heads, with one notification
+/// already received.
+async fn subscribed_websocket(
+    nginx: &harness::nginx::Nginx,
+    user: &str,
+    password: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let mut ws = websocket(nginx, user, password).await;
     let subscribe =
         json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]});
     ws.send(Message::text(subscribe.to_string())).await.unwrap();

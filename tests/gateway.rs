@@ -562,6 +562,145 @@ async fn open_websockets_are_limited() {
     gw.gateway.close().await;
 }
 
+/// A frame as a client would write it, made by hand so that it can break the rules:
+/// `opcode` with FIN and RSV1 as given, masked with `mask` if any.
+fn raw_frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode];
+    let masked = u8::from(mask.is_some()) << 7;
+    match payload.len() {
+        n @ 0..=125 => out.push(masked | n as u8),
+        n @ 126..=65535 => {
+            out.push(masked | 126);
+            out.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(masked | 127);
+            out.extend((n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(mask) => {
+            out.extend(mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        None => out.extend(payload),
+    }
+    out
+}
+
+const MASK: Option<[u8; 4]> = Some([0x12, 0x34, 0x56, 0x78]);
+
+/// Writes raw bytes under a WebSocket whose handshake tungstenite made.
+async fn write_raw(ws: &mut Client, bytes: &[u8]) {
+    ws.get_mut().write_all(bytes).await.expect("writes");
+}
+
+/// The Close frame's code the gateway ends a WebSocket with.
+async fn close_code(ws: &mut Client) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Ws::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => {}
+            Ok(_) => return None,
+            Err(_) => panic!("the WebSocket stayed open"),
+        }
+    }
+}
+
+/// The gateway relays WebSocket frames itself (to stream them), so its framing is
+/// attacked here frame by frame: a fragmented message with a Ping between its pieces
+/// is answered and billed once; a message whose pieces add up past `body_bytes` gets
+/// the limit's error and a Close 1009; frames RFC 6455 forbids get a Close 1002 and
+/// are never forwarded or billed.
+#[tokio::test]
+async fn websocket_frames_are_relayed_as_rfc_6455_says_and_breaches_close_the_socket() {
+    let node = anvil(&[]).await;
+    let limits = Limits {
+        body_bytes: 1000,
+        ..Limits::default()
+    };
+    let gw = gateway(node.addr, limits, Weights::default()).await;
+
+    // Three pieces and a Ping between them: one call, one answer, and anvil's Pong.
+    let mut ws = websocket(&gw.socket).await;
+    let text = call(7, "eth_chainId").to_string();
+    let (a, rest) = text.as_bytes().split_at(10);
+    let (b, c) = rest.split_at(10);
+    let mut bytes = raw_frame(false, false, 0x1, a, MASK);
+    bytes.extend(raw_frame(true, false, 0x9, b"are you there", MASK));
+    bytes.extend(raw_frame(false, false, 0x0, b, MASK));
+    bytes.extend(raw_frame(true, false, 0x0, c, MASK));
+    write_raw(&mut ws, &bytes).await;
+    let (mut pong, mut answer) = (None, None);
+    while pong.is_none() || answer.is_none() {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Ws::Pong(p)))) => pong = Some(p),
+            Ok(Some(Ok(Ws::Text(t)))) => answer = Some(serde_json::from_str::<Value>(&t).unwrap()),
+            other => panic!("expected a Pong and an answer: {other:?}"),
+        }
+    }
+    assert_eq!(pong.unwrap().as_ref(), b"are you there");
+    let answer = answer.unwrap();
+    assert_eq!(
+        (answer["id"].clone(), answer["result"].clone()),
+        (json!(7), json!("0x7a69"))
+    );
+    assert_eq!(gw.gateway.billed(), 1);
+
+    // Pieces of 600 bytes: the second takes the message past 1000.
+    let mut ws = websocket(&gw.socket).await;
+    let mut bytes = raw_frame(false, false, 0x1, &[b' '; 600], MASK);
+    bytes.extend(raw_frame(true, false, 0x0, &[b' '; 600], MASK));
+    write_raw(&mut ws, &bytes).await;
+    let error = next_text(&mut ws).await.expect("the limit's error");
+    assert_eq!(
+        error["error"]["message"],
+        json!("limit exceeded: body_bytes (1000)")
+    );
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+
+    let call = call(8, "eth_chainId").to_string();
+    let call = call.as_bytes();
+    for (what, bytes) in [
+        ("an unmasked frame", raw_frame(true, false, 0x1, call, None)),
+        (
+            "RSV1 (no extension was negotiated)",
+            raw_frame(true, true, 0x1, call, MASK),
+        ),
+        (
+            "a continuation outside a message",
+            raw_frame(true, false, 0x0, call, MASK),
+        ),
+        ("a reserved opcode", raw_frame(true, false, 0x3, call, MASK)),
+        (
+            "a fragmented Ping",
+            raw_frame(false, false, 0x9, b"x", MASK),
+        ),
+        (
+            "a Ping of 126 bytes",
+            raw_frame(true, false, 0x9, &[0; 126], MASK),
+        ),
+        ("a new message inside a fragmented one", {
+            let mut b = raw_frame(false, false, 0x1, b"[", MASK);
+            b.extend(raw_frame(true, false, 0x1, call, MASK));
+            b
+        }),
+    ] {
+        let mut ws = websocket(&gw.socket).await;
+        write_raw(&mut ws, &bytes).await;
+        assert_eq!(
+            close_code(&mut ws).await,
+            Some(CloseCode::Protocol),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        gw.gateway.close().await,
+        1,
+        "only the one call answered is billed"
+    );
+}
+
 #[tokio::test]
 async fn subscriptions_notify_at_their_weight() {
     let node = anvil(&["--block-time", "1"]).await;

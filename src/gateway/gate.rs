@@ -161,6 +161,17 @@ impl Gate {
             .map_err(|_| Refusal::new("body_budget", self.body_budget_bytes))
     }
 
+    /// Waits for room for a WebSocket message of `bytes` (at most
+    /// `body_bytes`): a WebSocket is a stream, so while the activity's other
+    /// requests hold the budget its sender is slowed rather than refused.
+    pub async fn wait_body(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes).ok()?;
+        Arc::clone(&self.body_budget)
+            .acquire_many_owned(n)
+            .await
+            .ok()
+    }
+
     pub fn open_connection(&self) -> Result<OwnedSemaphorePermit, Refusal> {
         Arc::clone(&self.connections)
             .try_acquire_owned()

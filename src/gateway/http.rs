@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -70,10 +70,12 @@ async fn post(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ReplyBody
             return refused(&refusal, text);
         }
     };
-    let limited = Limited::new(req.into_body(), usize::try_from(max).unwrap_or(usize::MAX));
-    let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let reserve = usize::try_from(reserve).unwrap_or(max).min(max);
+    let read = read_body(req.into_body(), reserve, max);
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return too_large(),
         failed => {
             log::debug!("gateway: no request body: {failed:?}");
             return reply(StatusCode::BAD_REQUEST, Bytes::new());
@@ -92,6 +94,26 @@ async fn post(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ReplyBody
         }
     };
     forward(body, message, permit, shared).await
+}
+
+/// Reads a body into one buffer of the announced length (`reserve`), so
+/// that it is held once, not as hyper's pieces and then a copy of them;
+/// `None` past `max` bytes.
+async fn read_body(
+    mut body: Incoming,
+    reserve: usize,
+    max: usize,
+) -> Result<Option<Bytes>, hyper::Error> {
+    let mut buf = BytesMut::with_capacity(reserve);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if data.len() > max.saturating_sub(buf.len()) {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buf.freeze()))
 }
 
 async fn forward(
@@ -178,8 +200,8 @@ impl Body for Metered {
                 if let Some(data) = frame.data_ref() {
                     let mut units = 0u64;
                     let expected = &mut this.expected;
-                    this.scanner.feed(data, |id| {
-                        if let Some(weight) = expected.answer(id.as_ref()) {
+                    this.scanner.feed(data, |found| {
+                        if let Some(weight) = expected.answer(found.id.as_ref()) {
                             units = units.saturating_add(weight);
                         }
                     });

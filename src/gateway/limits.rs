@@ -64,12 +64,13 @@ impl Limits {
             .saturating_add(16)
     }
 
-    /// Bytes of request bodies held at once, across connections. Each body is
-    /// bounded, but as many connections as are allowed could each send one:
-    /// this budget (4 MiB, or one full body if larger) keeps their sum from
-    /// growing the runtime's memory past its bound, whatever the flood.
+    /// Bytes of request bodies (and WebSocket messages) held at once, across
+    /// connections. Each is bounded, but as many connections as are allowed
+    /// could each send one: this budget (2 MiB, two full bodies at the
+    /// default, or one full body if larger) keeps their sum from growing the
+    /// runtime's memory past its 20 MB bound, whatever the flood.
     pub fn body_budget(&self) -> u32 {
-        self.body_bytes.max(4 << 20)
+        self.body_bytes.max(2 << 20)
     }
 }
 
