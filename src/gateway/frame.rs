@@ -12,8 +12,8 @@ use std::io::{self, Cursor};
 
 use bytes::Buf;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
 
 /// RFC 6455 5.5: a control frame carries at most 125 bytes.
 pub const MAX_CONTROL: u64 = 125;
@@ -205,7 +205,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
+    use tungstenite::protocol::frame::coding::Data;
 
     async fn written(masked: bool, steps: &[(&[u8], bool)]) -> Vec<u8> {
         let mut out = Vec::new();

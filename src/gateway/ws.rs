@@ -25,9 +25,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::handshake::client::generate_key;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use super::frame::{self, Head, Writer};
 use super::gate::{InFlight, Refusal};
