@@ -100,6 +100,22 @@ async fn post(url: &str, user: &str, password: &str, body: &Value) -> (u16, Valu
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs a ready-made JSON body with basic auth (a flood's body is serialized once).
+async fn send_json(
+    client: &reqwest::Client,
+    url: &str,
+    (user, password): (&str, &str),
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(url)
+        .basic_auth(user, Some(password))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+}
+
 fn call(id: u64, method: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
 }
@@ -366,13 +382,7 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
                     .collect();
                 let body = bytes::Bytes::from(serde_json::to_vec(&batch).unwrap());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let sent = client
-                        .post(&url)
-                        .basic_auth(&user, Some(&password))
-                        .header("Content-Type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
+                    let sent = send_json(&client, &url, (&user, &password), body.clone()).await;
                     if sent.is_ok_and(|r| r.status().is_success()) {
                         served.fetch_add(100, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -446,13 +456,7 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
             let client = reqwest::Client::builder().no_proxy().build().unwrap();
             let mut served = 0u64;
             while Instant::now() < deadline {
-                let sent = client
-                    .post(&url)
-                    .basic_auth(&user, Some(&password))
-                    .header("Content-Type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let sent = send_json(&client, &url, (&user, &password), body.clone()).await;
                 let Ok(response) = sent else { continue };
                 let status = response.status().as_u16();
                 // The node's answers: an array with 200 (a refused batch is an
