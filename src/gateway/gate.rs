@@ -4,9 +4,12 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::jsonrpc;
 use super::limits::Limits;
 
 /// Which limit refused a request, with the configured value, as the client
@@ -26,6 +29,19 @@ impl Refusal {
             value,
             retry_after: 1,
         }
+    }
+}
+
+impl Refusal {
+    /// The JSON-RPC error for a refusal no call's id can carry: the request
+    /// was turned away before it was read or parsed.
+    pub fn error(&self) -> Bytes {
+        jsonrpc::error(&Value::Null, jsonrpc::LIMIT_EXCEEDED, &self.to_string())
+    }
+
+    /// The error for each call of a refused request, under its id.
+    pub fn errors_for(&self, message: &jsonrpc::Message) -> Bytes {
+        jsonrpc::refuse(message, jsonrpc::LIMIT_EXCEEDED, &self.to_string())
     }
 }
 

@@ -13,10 +13,9 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::Value;
 
 use super::gate::{InFlight, Refusal};
-use super::jsonrpc::{self, Message, INTERNAL_ERROR, LIMIT_EXCEEDED};
+use super::jsonrpc::{self, Message, INTERNAL_ERROR};
 use super::meter::Expected;
 use super::scan::Scanner;
 use super::{ws, Shared, WsSlot};
@@ -53,8 +52,7 @@ async fn post(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ReplyBody
     let max = shared.gate.limits().body_bytes;
     let too_large = || {
         let refusal = Refusal::new("body_bytes", max);
-        let text = jsonrpc::error(&Value::Null, LIMIT_EXCEEDED, &refusal.to_string());
-        refused(&refusal, text)
+        refused(&refusal, refusal.error())
     };
     // A body announced too large is refused before any of it is read.
     let hint = req.body().size_hint();
@@ -65,10 +63,7 @@ async fn post(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ReplyBody
     let reserve = hint.exact().unwrap_or(u64::from(max));
     let _budget = match shared.gate.reserve_body(reserve) {
         Ok(budget) => budget,
-        Err(refusal) => {
-            let text = jsonrpc::error(&Value::Null, LIMIT_EXCEEDED, &refusal.to_string());
-            return refused(&refusal, text);
-        }
+        Err(refusal) => return refused(&refusal, refusal.error()),
     };
     let max = usize::try_from(max).unwrap_or(usize::MAX);
     let reserve = usize::try_from(reserve).unwrap_or(max).min(max);
@@ -89,7 +84,7 @@ async fn post(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ReplyBody
     let permit = match shared.gate.admit(message.len()) {
         Ok(permit) => permit,
         Err(refusal) => {
-            let text = jsonrpc::refuse(&message, LIMIT_EXCEEDED, &refusal.to_string());
+            let text = refusal.errors_for(&message);
             return refused(&refusal, text);
         }
     };

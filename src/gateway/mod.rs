@@ -235,11 +235,7 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
 /// request (it fits the socket buffer at once), then the connection is
 /// dropped. Nothing is buffered and no task is spawned for it.
 fn turn_away(stream: &UnixStream, refusal: &gate::Refusal) {
-    let body = jsonrpc::error(
-        &serde_json::Value::Null,
-        jsonrpc::LIMIT_EXCEEDED,
-        &refusal.to_string(),
-    );
+    let body = refusal.error();
     let head = format!(
         "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",

@@ -32,7 +32,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use super::frame::{self, Head, Writer};
 use super::gate::{InFlight, Refusal};
 use super::http::{refused, reply, ReplyBody};
-use super::jsonrpc::{self, LIMIT_EXCEEDED};
+use super::jsonrpc;
 use super::limits::NOTIFICATION;
 use super::meter::Expected;
 use super::scan::Scanner;
@@ -85,10 +85,7 @@ pub async fn accept(
     let accept_key = derive_accept_key(key.as_bytes());
     let permit = match shared.gate.open_websocket() {
         Ok(permit) => permit,
-        Err(refusal) => {
-            let text = jsonrpc::error(&Value::Null, LIMIT_EXCEEDED, &refusal.to_string());
-            return refused(&refusal, text);
-        }
+        Err(refusal) => return refused(&refusal, refusal.error()),
     };
     let node = match tokio::time::timeout(CONNECT_TIMEOUT, connect(shared)).await {
         Ok(Ok(node)) => node,
@@ -304,7 +301,7 @@ where
         let answer = match jsonrpc::parse(&message, batch) {
             Err(bad) => bad.answer(),
             Ok(parsed) => match shared.gate.admit(parsed.len()) {
-                Err(refusal) => jsonrpc::refuse(&parsed, LIMIT_EXCEEDED, &refusal.to_string()),
+                Err(refusal) => refusal.errors_for(&parsed),
                 Ok(permit) => {
                     let (expected, notifications) = Expected::new(parsed.calls(), &shared.weights);
                     if !expected.done() {
@@ -357,8 +354,7 @@ where
     let limit = shared.gate.limits().body_bytes;
     let too_long = || {
         let refusal = Refusal::new("body_bytes", limit);
-        let answer = jsonrpc::error(&Value::Null, LIMIT_EXCEEDED, &refusal.to_string());
-        End::Client(CloseCode::Size, refusal.to_string(), Some(answer))
+        End::Client(CloseCode::Size, refusal.to_string(), Some(refusal.error()))
     };
     let max = u64::from(limit);
     if first.len > max {
