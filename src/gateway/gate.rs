@@ -30,9 +30,7 @@ impl Refusal {
             retry_after: 1,
         }
     }
-}
 
-impl Refusal {
     /// The JSON-RPC error for a refusal no call's id can carry: the request
     /// was turned away before it was read or parsed.
     pub fn error(&self) -> Bytes {

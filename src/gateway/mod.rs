@@ -6,7 +6,8 @@
 //! - `limits`: the limits and the weights, with their defaults.
 //! - `gate`: admitting each request under the limits, and the refusals.
 //! - `meter`: the billing counter and matching answers to calls.
-//! - `scan`: finding answers in an HTTP answer as it streams.
+//! - `scan`: finding answers in what the node sends (an HTTP answer, a
+//!   WebSocket message) as it streams.
 //! - `http`, `ws`: the two ways a client calls; `frame`: WebSocket frames a
 //!   piece at a time, for `ws`.
 
