@@ -11,6 +11,9 @@ use std::net::{TcpListener, UdpSocket};
 
 use common::*;
 
+/// The flags this stand-in accepts, written out rather than taken from the runtime's
+/// `nodespec`: it checks the runtime's command line against its own idea of erigon,
+/// so a flag the runtime misspells or invents fails here instead of agreeing with itself.
 const FLAGS: &[&str] = &[
     "--chain",
     "--datadir",

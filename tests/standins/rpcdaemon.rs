@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
+/// The flags this stand-in accepts, written out rather than taken from the runtime's
+/// `nodespec`: it checks the runtime's command line against its own idea of rpcdaemon,
+/// so a flag the runtime misspells or invents fails here instead of agreeing with itself.
 const FLAGS: &[&str] = &[
     "--datadir",
     "--private.api.addr",
