@@ -152,10 +152,15 @@ async fn off_executor<T: Send + 'static>(
         .map_err(|e| format!("password file work did not finish: {e}"))?
 }
 
-/// A fresh user of `network`: `<network>-<16 of [a-z0-9]>`, the shape nginx's map
-/// accepts and turns into the activity's socket name.
-pub fn new_user(network: &Network) -> String {
-    format!("{network}-{}", random_lower(USER_RANDOM_LEN))
+/// A fresh user of `network`: `<network>-<seat>-<16 of [a-z0-9]>` for an activity on a
+/// seat (see `seat`), `<network>-<16 of [a-z0-9]>` for one with a socket of its own:
+/// the shapes nginx's map accepts and turns into the upstream or the socket name.
+pub fn new_user(network: &Network, seat: Option<u16>) -> String {
+    let random = random_lower(USER_RANDOM_LEN);
+    match seat {
+        Some(n) => format!("{network}-{n}-{random}"),
+        None => format!("{network}-{random}"),
+    }
 }
 
 fn random_lower(len: usize) -> String {
@@ -175,12 +180,22 @@ mod tests {
         test_network("sepolia", 1)
     }
 
+    #[test]
+    fn a_seated_user_carries_its_seat_before_the_random_part() {
+        let user = new_user(&sepolia(), Some(17));
+        let random = user.strip_prefix("sepolia-17-").unwrap();
+        assert_eq!(random.len(), USER_RANDOM_LEN);
+        assert!(random
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    }
+
     #[tokio::test]
     async fn issues_a_verifiable_entry_and_revokes_it() {
         let dir = tempfile::tempdir().unwrap();
         let creds = Credentials::issue(
             dir.path(),
-            &new_user(&sepolia()),
+            &new_user(&sepolia(), None),
             20,
             HashScheme::Bcrypt { cost: 4 },
             &Owner::current().unwrap(),
@@ -212,7 +227,7 @@ mod tests {
     async fn issue(dir: &std::path::Path) -> Credentials {
         Credentials::issue(
             dir,
-            &new_user(&sepolia()),
+            &new_user(&sepolia(), None),
             15,
             HashScheme::Ssha,
             &Owner::current().unwrap(),

@@ -25,6 +25,7 @@ pub mod owner;
 pub mod ports;
 pub mod request;
 pub mod runtime;
+pub mod seat;
 pub mod session;
 pub mod signals;
 pub mod status;

@@ -12,6 +12,7 @@ use crate::netlock::NetworkLock;
 use crate::network::{Mode, Network};
 use crate::node::Node;
 use crate::owner::Owner;
+use crate::seat::Seat;
 use crate::status::Served;
 
 /// How long a start waits for a shared node that does not answer: it is the
@@ -114,7 +115,7 @@ pub async fn open(
     Ok(session)
 }
 
-/// The activity's access: its gateway on a fresh user's socket, then its credentials.
+/// The activity's access: its gateway on a seat's socket or its own, then its credentials.
 /// The gateway binds before the credentials exist, so nginx never finds a user whose
 /// socket is missing. This is all a start adds to the node's readiness, and it costs
 /// the same however many activities are live (see `.ci/bench`).
@@ -135,13 +136,23 @@ pub async fn grant(
     Ok((credentials, gateway))
 }
 
-/// The activity's gateway on a fresh user's socket. A socket name another live
-/// gateway holds (a draw of 82 random bits colliding) is drawn again.
+/// The activity's gateway, on the lowest free seat's socket (see `seat`), or past
+/// the seats on a fresh user's own socket. An own socket name another live gateway
+/// holds (a draw of 82 random bits colliding) is drawn again.
 async fn open_gateway(config: &Config, network: &Network) -> Result<(String, Gateway), String> {
     let mut last = String::new();
     for _ in 0..3 {
-        let user = new_user(network);
-        match Gateway::start(config.gateway_spec(network, &user)).await {
+        let seat = Seat::take(config.socket_dir(), config.seats())?;
+        let number = seat.as_ref().map(Seat::number);
+        if seat.is_none() && config.seats() > 0 {
+            log::warn!(
+                "all {} seats are taken: this activity gets a socket of its own, without nginx's keep-alive (raise `seats` in {}, then reload nginx)",
+                config.seats(),
+                config.file().display()
+            );
+        }
+        let user = new_user(network, number);
+        match Gateway::start(config.gateway_spec(network, &user, number), seat).await {
             Ok(gateway) => return Ok((user, gateway)),
             Err(e) => last = e,
         }

@@ -659,13 +659,102 @@ async fn a_killed_runtime_serves_nothing_more_and_the_next_start_sweeps_its_pass
     );
     let status = keep_alive(3).await.unwrap().status().as_u16();
     assert_eq!(status, 401, "swept: the password no longer works");
-    let random = ua.trim_start_matches("dev-");
-    for name in [
-        format!("{ua}.htpasswd"),
-        format!("{ua}.owner"),
-        format!("{random}.sock"),
-    ] {
+    for name in [format!("{ua}.htpasswd"), format!("{ua}.owner")] {
         assert!(!provider.auth_dir().join(&name).exists(), "{name} swept");
     }
+    // The dead runtime's seat was free again: the next activity sits on it.
+    let (ub, _) = creds(&b.ready_status().await);
+    assert!(
+        ua.starts_with("dev-0-") && ub.starts_with("dev-0-"),
+        "{ua} then {ub}"
+    );
     b.shutdown().await;
+}
+
+/// The connections from nginx to the gateway listening on `socket`, in the kernel's
+/// table of Unix sockets (an accepted connection carries its listener's path).
+fn connections_to(socket: &std::path::Path) -> usize {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let path = socket.to_string_lossy();
+    table
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path; St 03 is connected.
+            fields.len() == 8 && fields[5] == "03" && fields[7] == path
+        })
+        .count()
+}
+
+/// Seats: nginx keeps its connections to a seat's gateway alive, so calls do not pay a
+/// connection each. Past the seats an activity gets a socket of its own and is served
+/// all the same. A seat's socket reached with credentials that are not its holder's
+/// (a dead runtime's, left until a sweep) is refused by the gateway and bills nothing.
+#[tokio::test]
+async fn seats_keep_nginx_connections_alive_and_serve_only_their_holder() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let port = free_port();
+    let provider = Provider::new(json!({
+        "public_addr": format!("http://127.0.0.1:{port}"),
+        "networks": {"dev": {"slot": 0, "mode": "shared"}},
+        "default_network": "dev",
+        "seats": 1
+    }));
+    let _node = anvil(provider.http_port).await;
+    prepare_auth_dir(provider.root.path());
+    provider.deploy_ok();
+    let nginx = provider.nginx(port).workers("1").start();
+    let url = nginx.url("/dev");
+    let a = provider.start_on("a", "dev").await;
+    let (ua, pa) = creds(&a.ready_status().await);
+    let b = provider.start_on("b", "dev").await;
+    let (ub, pb) = creds(&b.ready_status().await);
+    assert!(ua.starts_with("dev-0-"), "A on the one seat: {ua}");
+    assert_eq!(ub.len(), "dev-".len() + 16, "B past the seats: {ub}");
+    let seat = provider.auth_dir().join("seat-0.sock");
+    let own = provider
+        .auth_dir()
+        .join(format!("{}.sock", ub.trim_start_matches("dev-")));
+
+    // 20 calls each, every one on a new client connection to nginx.
+    for id in 0..20 {
+        for (user, password) in [(&ua, &pa), (&ub, &pb)] {
+            let (status, answer) = post(&url, user, password, &call(id, "eth_chainId")).await;
+            assert_eq!((status, answer["result"].as_str()), (200, Some("0x539")));
+        }
+    }
+    let kept = connections_to(&seat);
+    assert!(
+        (1..=8).contains(&kept),
+        "nginx keeps 1 to 8 idle connections to the seat (its keepalive), not {kept}"
+    );
+    assert_eq!(connections_to(&own), 0, "an own socket is not kept alive");
+
+    // A dead holder's credentials on A's seat: a file of the seat's shape, as a runtime
+    // SIGKILLed before revoking leaves it (no owner record, so no sweep takes it now).
+    let stale = "dev-0-deadholder000000";
+    let hash = ya_runtime_erigon::hash::HashScheme::Ssha
+        .hash("stale-password-123")
+        .unwrap();
+    std::fs::write(
+        provider.auth_dir().join(format!("{stale}.htpasswd")),
+        format!("{stale}:{hash}\n"),
+    )
+    .unwrap();
+    let (status, _) = post(&url, stale, "stale-password-123", &call(99, "eth_chainId")).await;
+    assert_eq!(status, 403, "A's gateway refuses a user that is not A");
+    let (status, _) = post(&url, stale, "wrong", &call(99, "eth_chainId")).await;
+    assert_eq!(status, 401, "nginx still checks the password first");
+
+    assert_eq!(
+        a.shutdown_billed(COUNTER).await,
+        20.0,
+        "A billed its own calls only"
+    );
+    assert_eq!(b.shutdown_billed(COUNTER).await, 20.0);
+    assert_eq!(
+        connections_to(&seat),
+        0,
+        "a stop closes nginx's kept connections"
+    );
 }

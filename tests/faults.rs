@@ -277,7 +277,9 @@ fn activity_files(provider: &Provider) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        // Seat locks stay: removing a lock file another runtime may be opening is a race.
         .filter(|n| n != ".no-activity.htpasswd" && n != "filler")
+        .filter(|n| !(n.starts_with("seat-") && n.ends_with(".lock")))
         .collect();
     names.sort();
     names

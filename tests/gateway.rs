@@ -17,10 +17,25 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
-use ya_runtime_erigon::gateway::{Gateway, GatewaySpec, Limits, Weights, NOTIFICATION};
+use ya_runtime_erigon::gateway::{
+    Gateway, GatewaySpec, Limits, Weights, NOTIFICATION, USER_HEADER,
+};
+
+/// The activity's user, which nginx names in [`USER_HEADER`] on every request.
+const USER: &str = "sepolia-0-gatewaytest000000";
+
+/// A WebSocket upgrade as nginx sends it: with the checked user.
+fn ws_request() -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = "ws://localhost/".into_client_request().expect("a request");
+    request
+        .headers_mut()
+        .insert(USER_HEADER, USER.parse().expect("a header value"));
+    request
+}
 
 /// A running anvil, killed when dropped.
 struct Anvil {
@@ -78,8 +93,11 @@ async fn gateway(upstream: SocketAddr, limits: Limits, weights: Weights) -> Setu
         upstream,
         limits,
         weights,
+        user: USER.into(),
     };
-    let gateway = Gateway::start(spec).await.expect("the gateway starts");
+    let gateway = Gateway::start(spec, None)
+        .await
+        .expect("the gateway starts");
     Setup {
         gateway,
         socket,
@@ -117,6 +135,7 @@ impl Conn {
             .method(method)
             .uri("/")
             .header("host", "gateway")
+            .header(USER_HEADER, USER)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .expect("a request");
@@ -338,6 +357,7 @@ async fn calls_in_flight_are_limited_and_a_stop_drops_them_unanswered() {
         hung.push(tokio::spawn(async move {
             c.sender.ready().await?;
             let req = Request::post("/")
+                .header(USER_HEADER, USER)
                 .body(Full::new(Bytes::from(call(i, "eth_chainId").to_string())))
                 .expect("a request");
             let resp = c.sender.send_request(req).await?;
@@ -421,7 +441,7 @@ async fn bodies_over_the_size_limit_are_refused_unread() {
 
     // A body announced as 10 GB is refused before any of it is read.
     let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
-    raw.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000000\r\n\r\n{")
+    raw.write_all(b"POST / HTTP/1.1\r\nhost: x\r\nx-erigon-user: sepolia-0-gatewaytest000000\r\ncontent-length: 10000000000\r\n\r\n{")
         .await
         .expect("writes");
     let mut head = [0u8; 12];
@@ -430,7 +450,7 @@ async fn bodies_over_the_size_limit_are_refused_unread() {
 
     // A chunked body is cut off at the limit as it is read.
     let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
-    raw.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+    raw.write_all(b"POST / HTTP/1.1\r\nhost: x\r\nx-erigon-user: sepolia-0-gatewaytest000000\r\ntransfer-encoding: chunked\r\n\r\n")
         .await
         .expect("writes");
     for _ in 0..3 {
@@ -455,7 +475,7 @@ type Client = WebSocketStream<UnixStream>;
 
 async fn websocket(socket: &Path) -> Client {
     let stream = UnixStream::connect(socket).await.expect("connects");
-    let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", stream)
+    let (ws, _) = tokio_tungstenite::client_async(ws_request(), stream)
         .await
         .expect("the upgrade");
     ws
@@ -548,7 +568,7 @@ async fn open_websockets_are_limited() {
     let _a = websocket(&gw.socket).await;
     let _b = websocket(&gw.socket).await;
     let stream = UnixStream::connect(&gw.socket).await.expect("connects");
-    let refused = tokio_tungstenite::client_async("ws://localhost/", stream).await;
+    let refused = tokio_tungstenite::client_async(ws_request(), stream).await;
     let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = refused else {
         panic!("a third WebSocket was accepted");
     };
@@ -804,6 +824,47 @@ async fn a_stop_closes_keep_alive_connections_and_live_subscriptions() {
     );
 }
 
+/// A seat's socket outlives its holder's credentials until a sweep (see `seat`): the
+/// gateway answers only the user nginx checked for it, and reads, forwards and bills
+/// nothing for anyone else, on HTTP and WebSocket alike.
+#[tokio::test]
+async fn requests_for_another_user_are_refused_unread_and_unbilled() {
+    let node = anvil(&[]).await;
+    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let body = call(1, "eth_chainId").to_string();
+    for user_line in [
+        String::new(),
+        "x-erigon-user: sepolia-0-deadholder00000\r\n".into(),
+        format!("x-erigon-user: {USER}x\r\n"),
+        format!("x-erigon-user: {}\r\n", USER.to_uppercase()),
+    ] {
+        let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
+        let request = format!(
+            "POST / HTTP/1.1\r\nhost: x\r\n{user_line}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        raw.write_all(request.as_bytes()).await.expect("writes");
+        let mut head = [0u8; 12];
+        raw.read_exact(&mut head).await.expect("an answer");
+        assert_eq!(&head, b"HTTP/1.1 403", "{user_line:?}");
+    }
+    let mut request = "ws://localhost/".into_client_request().expect("a request");
+    request.headers_mut().insert(
+        USER_HEADER,
+        "sepolia-0-deadholder00000".parse().expect("a value"),
+    );
+    let stream = UnixStream::connect(&gw.socket).await.expect("connects");
+    let refused = tokio_tungstenite::client_async(request, stream).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = refused else {
+        panic!("another user's WebSocket was accepted");
+    };
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // The holder itself is served, and billed for that call alone.
+    let mut c = connect(&gw.socket).await;
+    assert_eq!(answered(&c.post(body).await), 1);
+    assert_eq!(gw.gateway.close().await, 1);
+}
+
 #[tokio::test]
 async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
     use std::os::unix::fs::PermissionsExt;
@@ -814,12 +875,16 @@ async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o660);
-    let again = Gateway::start(GatewaySpec {
-        socket: gw.socket.clone(),
-        upstream: node.addr,
-        limits: Limits::default(),
-        weights: Weights::default(),
-    })
+    let again = Gateway::start(
+        GatewaySpec {
+            socket: gw.socket.clone(),
+            upstream: node.addr,
+            limits: Limits::default(),
+            weights: Weights::default(),
+            user: USER.into(),
+        },
+        None,
+    )
     .await;
     assert!(again.err().is_some_and(|e| e.contains("another gateway")));
     gw.gateway.close().await;
@@ -837,12 +902,16 @@ async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
 }
 
 async fn gateway_at(socket: &Path, upstream: SocketAddr) -> Gateway {
-    Gateway::start(GatewaySpec {
-        socket: socket.to_path_buf(),
-        upstream,
-        limits: Limits::default(),
-        weights: Weights::default(),
-    })
+    Gateway::start(
+        GatewaySpec {
+            socket: socket.to_path_buf(),
+            upstream,
+            limits: Limits::default(),
+            weights: Weights::default(),
+            user: USER.into(),
+        },
+        None,
+    )
     .await
     .expect("starts")
 }
@@ -886,7 +955,7 @@ async fn bodies_held_at_once_share_a_bounded_budget() {
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..=fit {
         let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
-        let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {body}\r\n\r\n[");
+        let head = format!("POST / HTTP/1.1\r\nhost: x\r\nx-erigon-user: sepolia-0-gatewaytest000000\r\ncontent-length: {body}\r\n\r\n[");
         raw.write_all(head.as_bytes()).await.expect("writes");
         readers.spawn(async move {
             let mut answer = vec![0u8; 4096];
@@ -971,8 +1040,9 @@ async fn serve_for_measurement() {
         upstream: upstream.parse().expect("an address"),
         limits,
         weights: Weights::default(),
+        user: USER.into(),
     };
-    let gateway = Gateway::start(spec).await.expect("starts");
+    let gateway = Gateway::start(spec, None).await.expect("starts");
     println!("ready");
     let _ = tokio::io::stdin().read(&mut [0u8; 1]).await;
     println!("billed {}", gateway.close().await);
@@ -1142,7 +1212,7 @@ async fn measure() {
     let (mut held, mut held_ws) = (Vec::new(), Vec::new());
     for _ in 0..32 {
         if let Ok(s) = UnixStream::connect(&gw.socket).await {
-            if let Ok((ws, _)) = tokio_tungstenite::client_async("ws://localhost/", s).await {
+            if let Ok((ws, _)) = tokio_tungstenite::client_async(ws_request(), s).await {
                 held_ws.push(ws);
             }
         }
@@ -1187,7 +1257,7 @@ async fn measure() {
             let (socket, message) = (gw.socket.clone(), message.clone());
             tasks.spawn(async move {
                 let s = UnixStream::connect(&socket).await.expect("connect");
-                let (mut ws, _) = tokio_tungstenite::client_async("ws://localhost/", s)
+                let (mut ws, _) = tokio_tungstenite::client_async(ws_request(), s)
                     .await
                     .expect("a WebSocket");
                 let (mut sent, mut bytes) = (0u64, 0u64);

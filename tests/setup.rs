@@ -162,9 +162,10 @@ fn installs_once_then_changes_nothing_and_keeps_edits() {
         .join("var/lib/ya-runtime-erigon/nginx/routes.conf");
     let routes = std::fs::read_to_string(&routes).unwrap();
     assert!(routes.contains("    sepolia 1;\n"), "{routes}");
-    // The activities' sockets go into the folder nginx's group can reach.
-    let sockets = format!("\"{}/$erigon_activity.sock\"", auth.display());
-    assert!(routes.contains(&sockets), "{routes}");
+    // The activities' sockets, seats' and own, go into the folder nginx's group can reach.
+    let seat = format!("server unix:{}/seat-0.sock;", auth.display());
+    let own = format!("\"unix:{}/$erigon_o.sock:\"", auth.display());
+    assert!(routes.contains(&seat) && routes.contains(&own), "{routes}");
 
     // The installed site is valid for the real nginx.
     let site = host

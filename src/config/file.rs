@@ -61,6 +61,9 @@ pub(super) struct RawConfig {
     /// socket. The folder of `passwd_file_path` by default, which the provider set-up
     /// makes reachable for nginx's group.
     socket_dir: Option<PathBuf>,
+    /// Gateway sockets nginx keeps connections alive to (see `seat`); activities past
+    /// them get a socket of their own, without keep-alive.
+    seats: u16,
     /// Per-activity limits of every network (a network's `limits` overrides keys).
     limits: serde_json::Map<String, serde_json::Value>,
     /// Compute units per JSON-RPC method (default 1 per call); `eth_subscription` is
@@ -115,6 +118,7 @@ impl Default for RawConfig {
             rpcdaemon_args: vec![],
             nginx_site_path: PathBuf::from("/etc/nginx/sites-enabled/ya-runtime-erigon.conf"),
             socket_dir: None,
+            seats: crate::seat::DEFAULT_SEATS,
             limits: serde_json::Map::new(),
             method_weights: BTreeMap::new(),
         }
@@ -179,6 +183,7 @@ impl RawConfig {
             rpcdaemon_args,
             nginx_site_path,
             socket_dir,
+            seats,
             limits,
             method_weights,
         } = self;
@@ -186,6 +191,7 @@ impl RawConfig {
         absolute("data_dir", &data_dir)?;
         absolute("nginx_site_path", &nginx_site_path)?;
         let socket_dir = validate_socket_dir(socket_dir, &passwd_file_path)?;
+        in_range("seats", seats, 0..=crate::seat::MAX_SEATS, "")?;
         let credentials =
             CredentialSettings::validate(password_default_length, &password_hash, bcrypt_cost)?;
         let http_addr: IpAddr = erigon_http_addr.parse().map_err(|_| {
@@ -240,6 +246,7 @@ impl RawConfig {
             nginx_site_path,
             passwd_tool_path,
             socket_dir,
+            seats,
             limits,
             weights,
         })

@@ -88,6 +88,7 @@ pub struct Config {
     /// Set when the file still names `passwd_tool_path`, so the log can say it is ignored.
     pub(super) passwd_tool_path: Option<String>,
     pub(super) socket_dir: PathBuf,
+    pub(super) seats: u16,
     /// Each network's per-activity limits, by name.
     pub(super) limits: std::collections::BTreeMap<String, Limits>,
     pub(super) weights: Weights,
@@ -201,9 +202,15 @@ impl Config {
         &self.socket_dir
     }
 
-    /// The socket of the activity whose user is `user`.
+    /// The socket of the activity whose user is `user`, when it has no seat.
     pub fn socket_path(&self, user: &str) -> PathBuf {
         crate::htpasswd::socket_path(&self.socket_dir, user)
+    }
+
+    /// How many seats (gateway sockets nginx keeps connections alive to) the routes
+    /// file declares; see `seat`.
+    pub fn seats(&self) -> u16 {
+        self.seats
     }
 
     /// The per-activity limits on `network`.
@@ -217,11 +224,15 @@ impl Config {
         &self.weights.methods
     }
 
-    /// The gateway of the activity `user` on `network`: its socket, the node it
-    /// forwards to, its limits and the method weights.
-    pub fn gateway_spec(&self, network: &Network, user: &str) -> GatewaySpec {
+    /// The gateway of the activity `user` on `network`: its socket (its seat's, or
+    /// its own), the node it forwards to, its limits and the method weights.
+    pub fn gateway_spec(&self, network: &Network, user: &str, seat: Option<u16>) -> GatewaySpec {
         GatewaySpec {
-            socket: self.socket_path(user),
+            socket: match seat {
+                Some(n) => crate::seat::socket_path(&self.socket_dir, n),
+                None => self.socket_path(user),
+            },
+            user: user.to_owned(),
             upstream: self.rpc_addr(network),
             limits: self.limits(network),
             weights: self.weights.clone(),

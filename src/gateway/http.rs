@@ -18,7 +18,7 @@ use super::gate::{InFlight, Refusal};
 use super::jsonrpc::{self, Message, INTERNAL_ERROR};
 use super::meter::Expected;
 use super::scan::Scanner;
-use super::{ws, Shared, WsSlot};
+use super::{ws, Shared, WsSlot, USER_HEADER};
 
 /// A client that has not sent its whole body by then is dropped: a slow
 /// body would otherwise hold a connection slot indefinitely.
@@ -36,6 +36,12 @@ pub async fn handle(
     shared: Arc<Shared>,
     slot: WsSlot,
 ) -> Result<Response<ReplyBody>, Infallible> {
+    if req.headers().get(USER_HEADER) != Some(&shared.user) {
+        // Not this activity's user: a dead holder's credentials on a seat this
+        // activity took over, or a request that did not come through nginx.
+        // Nothing is read, admitted or billed.
+        return Ok(reply(StatusCode::FORBIDDEN, Bytes::new()));
+    }
     if req.method() == Method::GET && ws::is_upgrade(&req) {
         return Ok(ws::accept(&mut req, &shared, &slot).await);
     }

@@ -41,6 +41,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use limits::{Limits, Weights, NOTIFICATION};
 
+use crate::seat::Seat;
+
 use gate::Gate;
 use meter::Ledger;
 
@@ -63,14 +65,23 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 pub struct GatewaySpec {
     /// The socket nginx proxies this activity's requests to.
     pub socket: PathBuf,
+    /// The activity's user. nginx passes the user it checked in [`USER_HEADER`];
+    /// a request for any other user is refused (see `seat`: a seat's socket can
+    /// be reached with a dead holder's credentials until they are swept).
+    pub user: String,
     /// The node's HTTP and WebSocket JSON-RPC port, on loopback.
     pub upstream: SocketAddr,
     pub limits: Limits,
     pub weights: Weights,
 }
 
+/// The header nginx sets to the user whose password it checked; a client's own
+/// header of that name never passes nginx (`proxy_set_header` replaces it).
+pub const USER_HEADER: &str = "x-erigon-user";
+
 /// State every connection of one gateway shares.
 pub(crate) struct Shared {
+    user: hyper::header::HeaderValue,
     gate: Gate,
     weights: Weights,
     ledger: Ledger,
@@ -93,12 +104,19 @@ pub struct Gateway {
     socket: PathBuf,
     /// (device, inode) of the socket bound, so that only our own is removed.
     socket_id: (u64, u64),
+    /// Held until the gateway is dropped, after its connections have ended, so
+    /// that the next holder never binds the seat's socket while this gateway
+    /// still answers on it.
+    _seat: Option<Seat>,
 }
 
 impl Gateway {
     /// Binds the Unix socket (removing a stale socket file first only if
-    /// nothing listens on it), mode 0660, and starts serving.
-    pub async fn start(spec: GatewaySpec) -> Result<Gateway, String> {
+    /// nothing listens on it), mode 0660, and starts serving. `seat` is the
+    /// seat whose socket `spec.socket` is, if any; the gateway holds it.
+    pub async fn start(spec: GatewaySpec, seat: Option<Seat>) -> Result<Gateway, String> {
+        let user = hyper::header::HeaderValue::from_str(&spec.user)
+            .map_err(|_| format!("user {:?} cannot be a header value", spec.user))?;
         let socket = spec.socket.clone();
         let shown = socket.display();
         clear_stale(&spec.socket).await?;
@@ -118,6 +136,7 @@ impl Gateway {
             .build(connector);
         let (shutdown, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
+            user,
             gate: Gate::new(&spec.limits),
             weights: spec.weights,
             ledger: Ledger::default(),
@@ -133,6 +152,7 @@ impl Gateway {
             server,
             socket,
             socket_id: (meta.dev(), meta.ino()),
+            _seat: seat,
         })
     }
 

@@ -16,9 +16,15 @@
 //!
 //! 1. one activity's req/s with 1, 300 and 10,000 live activities, each against the
 //!    1-live figure of the same round (target >= 0.90);
-//! 2. the gateway hop: nginx -> gateway -> backend against nginx -> backend directly, by
-//!    a Unix socket through the same variable `proxy_pass` (the hop alone) and by a TCP
-//!    upstream with keep-alive (the data path before the gateway). Target >= 0.75;
+//! 2. the gateway hop: nginx -> gateway (on its seat, kept alive) -> backend against
+//!    nginx -> backend directly, by TCP with keep-alive (how nginx reaches a node: the
+//!    data path before the gateway) and by a Unix connection per request (the path
+//!    past the seats). Target >= 0.75 for both. As information, a kept-alive Unix
+//!    socket to the backend: the hop's whole cost, since no node is reached that way.
+//!    The measured activity sits on seat 0 with 1 live, and on the last seat with
+//!    300 and 10,000 live, the others holding the seats below (nginx's search for
+//!    the seat's upstream is longest there); past the seats, the others have sockets
+//!    of their own;
 //! 3. a start with 10,000 live: `session::grant`, the whole runtime-side access step
 //!    of a start (the gateway on a fresh user's socket, then the credentials file), as
 //!    production calls it; median and max over `--starts` starts, each revoked and
@@ -72,6 +78,7 @@ use ya_runtime_erigon::hash::HashScheme;
 use ya_runtime_erigon::htpasswd::{ensure_nobody_file, ActivityFile, NOBODY_FILE};
 use ya_runtime_erigon::network::Network;
 use ya_runtime_erigon::owner::Owner;
+use ya_runtime_erigon::seat::Seat;
 
 const USAGE: &str = "usage: bench_auth [--seconds N] [--connections N] [--rounds N] [--starts N]";
 /// The measured activity's password (24 characters, the runtime's default length).
@@ -88,8 +95,6 @@ const FLAT_TARGET: f64 = 0.90;
 const HOP_TARGET: f64 = 0.75;
 /// Runtime-side work of one start with 10,000 live (issue 9, item 5).
 const START_BUDGET_MS: f64 = 50.0;
-/// Keep-alive connections of the pre-gateway site's upstream blocks (its `KEEPALIVE`).
-const OLD_KEEPALIVE: u32 = 16;
 
 fn main() -> ExitCode {
     match bench() {
@@ -141,6 +146,38 @@ struct Row {
     front: Nginx,
     /// The measured activity's gateway; `None` for the rows that bypass it.
     gateway: Option<Gateway>,
+    /// The measured activity's user, its Basic credentials, and wrk's script with them.
+    user: String,
+    auth: String,
+    lua: PathBuf,
+    /// The other live activities' seats, held as their runtimes would hold them.
+    _others: Vec<Seat>,
+}
+
+/// wrk's script: POSTs of [`BODY`] with the measured activity's credentials.
+fn wrk_script(root: &Path, tag: &str, auth: &str) -> Result<PathBuf, String> {
+    let lua = root.join(format!("post-{tag}.lua"));
+    write(
+        &lua,
+        &format!(
+            "wrk.method = \"POST\"\n\
+             wrk.body = '{BODY}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Authorization\"] = \"Basic {auth}\"\n"
+        ),
+        0o644,
+    )?;
+    Ok(lua)
+}
+
+/// `text` with `from` (which must be there) replaced by `to`.
+fn swap(text: &str, from: &str, to: &str) -> Result<String, String> {
+    if !text.contains(from) {
+        return Err(format!(
+            "the routes file has no `{from}`; update the benchmark"
+        ));
+    }
+    Ok(text.replace(from, to))
 }
 
 fn bench() -> Result<bool, String> {
@@ -224,69 +261,80 @@ fn bench() -> Result<bool, String> {
         scheme_name(scheme),
     );
 
-    // The measured activity: the same user (and so the same socket name) in every row.
-    let user = new_user(&network);
-    let basic = basic_auth(&user, PASSWORD);
-    let lua = root.join("post.lua");
-    write(
-        &lua,
-        &format!(
-            "wrk.method = \"POST\"\n\
-             wrk.body = '{BODY}'\n\
-             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
-             wrk.headers[\"Authorization\"] = \"Basic {basic}\"\n"
-        ),
-        0o644,
-    )?;
-
     eprintln!("bench_auth: writing 1 + 300 + 10,000 activities' files and sockets");
     let mut rows: Vec<Row> = Vec::new();
     for (config, live) in configs.iter().zip(LIVE) {
-        populate(config, live, &user, &owner)?;
-        let gateway = runtime.block_on(Gateway::start(config.gateway_spec(&network, &user)))?;
+        let measured = populate(config, live, &owner)?;
+        let spec = config.gateway_spec(&network, &measured.user, Some(measured.seat.number()));
+        let auth = basic_auth(&measured.user, PASSWORD);
+        let gateway = runtime.block_on(Gateway::start(spec, Some(measured.seat)))?;
         let routes = ya_runtime_erigon::nginx::routes(config);
+        let tag = format!("live{live}");
         rows.push(Row {
             label: format!("{} live", thousands(live as f64)),
-            front: front(root, &format!("live{live}"), &routes, "")?,
+            front: front(root, &tag, &routes)?,
             gateway: Some(gateway),
+            lua: wrk_script(root, &tag, &auth)?,
+            auth,
+            user: measured.user,
+            _others: measured.others,
         });
     }
-    // nginx -> backend, without the gateway, authenticated against the 1-live folder.
+    // nginx -> backend without the gateway, for the 1-live row's user (seat 0): its
+    // seat's upstream block pointed at the backend, by Unix socket and by TCP, both
+    // kept alive as a seat is; and, as before seats, a new Unix connection per
+    // request through the variable `proxy_pass` (the path past the seats).
     let one = &configs[0];
-    let direct_routes = replace_map(
-        &ya_runtime_erigon::nginx::routes(one),
-        "map $erigon_activity $erigon_socket {",
-        &format!(
-            "map $erigon_activity $erigon_socket {{\n    \"\" \"{}/.no-activity\";\n    default \"{}\";\n}}\n",
-            one.socket_dir().display(),
-            backend.socket.display()
+    let routes = ya_runtime_erigon::nginx::routes(one);
+    let seat0 = format!(
+        "server unix:{};",
+        ya_runtime_erigon::seat::socket_path(one.socket_dir(), 0).display()
+    );
+    let (user, auth) = (rows[0].user.clone(), rows[0].auth.clone());
+    for (tag, label, routes) in [
+        (
+            "direct-seat-unix",
+            "nginx -> backend, the seat's upstream by Unix socket, kept alive",
+            swap(
+                &routes,
+                &seat0,
+                &format!("server unix:{};", backend.socket.display()),
+            )?,
         ),
-    )?;
-    rows.push(Row {
-        label: "nginx -> backend, Unix socket (variable proxy_pass, as to a gateway)".into(),
-        front: front(root, "direct-unix", &direct_routes, "")?,
-        gateway: None,
-    });
-    let upstream_block =
-        format!("upstream erigon_bench_node {{ server {upstream}; keepalive {OLD_KEEPALIVE}; }}");
-    let tcp = front(root, "direct-tcp", &direct_routes, &upstream_block)?;
-    reload_with(
-        &tcp,
-        &root.join("front-direct-tcp"),
-        "proxy_pass http://unix:$erigon_socket:;",
-        "proxy_pass http://erigon_bench_node;",
-    )?;
-    rows.push(Row {
-        label: "nginx -> backend, TCP upstream with keep-alive (the pre-gateway path)".into(),
-        front: tcp,
-        gateway: None,
-    });
+        (
+            "direct-seat-tcp",
+            "nginx -> backend, the seat's upstream by TCP, kept alive (the pre-gateway path)",
+            swap(&routes, &seat0, &format!("server {upstream};"))?,
+        ),
+        (
+            "direct-unix",
+            "nginx -> backend, a Unix connection per request (the path past the seats)",
+            replace_map(
+                &routes,
+                "map $remote_user $erigon_upstream {",
+                &format!(
+                    "map $remote_user $erigon_upstream {{\n    default \"unix:{}:\";\n}}\n",
+                    backend.socket.display()
+                ),
+            )?,
+        ),
+    ] {
+        rows.push(Row {
+            label: label.into(),
+            front: front(root, tag, &routes)?,
+            gateway: None,
+            lua: rows[0].lua.clone(),
+            auth: auth.clone(),
+            user: user.clone(),
+            _others: Vec::new(),
+        });
+    }
 
     // Every row answers the measured activity, through its gateway or not, and refuses
     // a wrong password and a well-formed user without a file (the nobody file's 401).
-    let wrong = basic_auth(&user, &format!("not-{PASSWORD}"));
-    let stranger = basic_auth(&new_user(&network), PASSWORD);
+    let stranger = basic_auth(&new_user(&network, Some(0)), PASSWORD);
     for row in &rows {
+        let wrong = basic_auth(&row.user, &format!("not-{PASSWORD}"));
         let billed = |rows: &[Row]| -> u64 {
             rows.iter()
                 .filter_map(|r| r.gateway.as_ref())
@@ -295,7 +343,7 @@ fn bench() -> Result<bool, String> {
         };
         let before = billed(&rows);
         let ours = row.gateway.as_ref().map(Gateway::billed);
-        let (status, text) = post(row.front.port, &basic)?;
+        let (status, text) = post(row.front.port, &row.auth)?;
         if status != 200 || !text.contains(r#""result":"0x1""#) {
             return Err(format!(
                 "{}: the measured activity got HTTP {status}, not the backend's answer:\n{text}\n{}",
@@ -352,7 +400,7 @@ fn bench() -> Result<bool, String> {
             row.front.port,
             1,
             args.connections,
-            &lua,
+            &row.lua,
             pinned,
             &servers(row),
             tick_us,
@@ -370,7 +418,7 @@ fn bench() -> Result<bool, String> {
                 row.front.port,
                 args.seconds,
                 args.connections,
-                &lua,
+                &row.lua,
                 pinned,
                 &servers(row),
                 tick_us,
@@ -443,13 +491,25 @@ fn provider(root: &Path, tag: &str, backend: u16) -> Result<Config, String> {
 /// sweep keeps them) and a socket file; then the measured activity's files, written by
 /// the runtime's own `ActivityFile::create` (its socket is its gateway's, bound by the
 /// caller); then the file nginx checks unknown users against.
-fn populate(config: &Config, live: usize, user: &str, owner: &Owner) -> Result<(), String> {
+fn populate(config: &Config, live: usize, owner: &Owner) -> Result<Measured, String> {
     let network = config.default_network();
     let folder = config.socket_dir();
     let scheme = config.password_hash();
     let record = serde_json::to_string(owner).map_err(|e| e.to_string())?;
+    let mut others = Vec::new();
     for _ in 1..live {
-        let other = new_user(network);
+        // The others take the seats first (all but the last), so that the measured
+        // activity sits on the highest seat taken: nginx finds its upstream last.
+        let seat = match others.len() + 1 < usize::from(config.seats()) {
+            true => Seat::take(folder, config.seats())?,
+            false => None,
+        };
+        let other = new_user(network, seat.as_ref().map(Seat::number));
+        let socket = match &seat {
+            Some(seat) => seat.socket(folder),
+            None => config.socket_path(&other),
+        };
+        others.extend(seat);
         let hash = scheme.hash(&format!("{other}'s password"))?;
         write(
             &folder.join(format!("{other}.htpasswd")),
@@ -458,10 +518,12 @@ fn populate(config: &Config, live: usize, user: &str, owner: &Owner) -> Result<(
         )?;
         write(&folder.join(format!("{other}.owner")), &record, 0o600)?;
         // A socket file, as a live gateway's: the folder holds `live` sockets.
-        let socket = config.socket_path(&other);
         std::os::unix::net::UnixListener::bind(&socket)
             .map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
     }
+    let seat = Seat::take(folder, config.seats())?
+        .ok_or_else(|| format!("no seat left in {}", folder.display()))?;
+    let user = &new_user(network, Some(seat.number()));
     let measured = ActivityFile::new(folder, user);
     if !measured.create(&scheme.hash(PASSWORD)?, owner)? {
         return Err(format!("{} exists already", measured.path().display()));
@@ -488,7 +550,18 @@ fn populate(config: &Config, live: usize, user: &str, owner: &Owner) -> Result<(
             owner_file.display()
         ));
     }
-    Ok(())
+    Ok(Measured {
+        user: user.clone(),
+        seat,
+        others,
+    })
+}
+
+/// The measured activity of a row: its user and seat, and the seats the others hold.
+struct Measured {
+    user: String,
+    seat: Seat,
+    others: Vec<Seat>,
 }
 
 fn basic_auth(user: &str, password: &str) -> String {
@@ -516,46 +589,10 @@ fn replace_map(routes: &str, head: &str, block: &str) -> Result<String, String> 
 }
 
 /// The shipped site around `routes`, via the test harness.
-fn front(root: &Path, tag: &str, routes: &str, extra: &str) -> Result<Nginx, String> {
+fn front(root: &Path, tag: &str, routes: &str) -> Result<Nginx, String> {
     let file = root.join(format!("routes-{tag}.conf"));
     write(&file, routes, 0o644)?;
-    Ok(
-        Nginx::builder(&root.join(format!("front-{tag}")), &file, free_port())
-            .extra_http(extra)
-            .start(),
-    )
-}
-
-/// Rewrites one line of the site the harness rendered under `prefix`, then reloads
-/// nginx and waits for the new worker.
-fn reload_with(nginx: &Nginx, prefix: &Path, from: &str, to: &str) -> Result<(), String> {
-    let file = prefix.join("conf/ya-runtime-erigon-locations.conf");
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if !text.contains(from) {
-        return Err(format!(
-            "{} has no `{from}`; update the benchmark",
-            file.display()
-        ));
-    }
-    write(&file, &text.replace(from, to), 0o644)?;
-    let pids = nginx.pids();
-    let master = nix::unistd::Pid::from_raw(pids[0] as i32);
-    nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGHUP)
-        .map_err(|e| format!("cannot reload nginx: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = nginx.pids();
-        if now.len() == 2 && !pids[1..].contains(&now[1]) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "nginx did not reload within 10 s:\n{}",
-                nginx.error_log()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Ok(Nginx::builder(&root.join(format!("front-{tag}")), &file, free_port()).start())
 }
 
 /// The static backend: nginx answering [`ANSWER`] on a TCP port and a Unix socket.
@@ -1023,7 +1060,13 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
     }
 
     let gateway_row = 0;
-    let direct = [LIVE.len(), LIVE.len() + 1];
+    // The targets' baselines: nginx -> node as nginx reaches a node (TCP, kept alive;
+    // the pre-gateway site), and the same per-request Unix connection the path past
+    // the seats takes. The first direct row, a kept-alive Unix socket to the backend,
+    // is information: no node's HTTP JSON-RPC is reached that way here, and it shows
+    // the hop's whole cost on this machine.
+    let direct = [LIVE.len(), LIVE.len() + 1, LIVE.len() + 2];
+    let judged = |i: usize| i != LIVE.len();
     println!(
         "\n## 2. The gateway hop, static backend\n\n\
          The same site, 1 live activity. ratio: median of per-round req/s ratios \
@@ -1040,7 +1083,11 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
                 format!("{r:.2}"),
                 spread(gateway_row, i, &|g, d| g.rate / d.rate),
                 format!("{c:.2}"),
-                verdict(r, HOP_TARGET),
+                if judged(i) {
+                    verdict(r, HOP_TARGET)
+                } else {
+                    "(info)"
+                },
             ),
             None => ("—".into(), "—".into(), "—".into(), "—"),
         };
@@ -1059,11 +1106,15 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
         let ratio = per_round(gateway_row, i, &|g, d| g.rate / d.rate);
         let cpu = per_round(gateway_row, i, &|g, d| d.server_us() / g.server_us());
         line(i, &rows[i].label, Some((ratio, cpu)));
-        let v = verdict(ratio, HOP_TARGET);
-        hop_ok &= v == "PASS";
+        let (target, v) = if judged(i) {
+            (format!(">= {HOP_TARGET:.2}"), verdict(ratio, HOP_TARGET))
+        } else {
+            ("(info)".into(), "—")
+        };
+        hop_ok &= v != "MISS";
         let _ = writeln!(
             summary,
-            "| gateway hop vs {} | {} vs {} req/s | {ratio:.2} (CPU {cpu:.2}) | >= {HOP_TARGET:.2} | {v} |",
+            "| gateway hop vs {} | {} vs {} req/s | {ratio:.2} (CPU {cpu:.2}) | {target} | {v} |",
             rows[i].label,
             thousands(rate(gateway_row)),
             thousands(rate(i)),
@@ -1113,7 +1164,7 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
     let word = |ok: bool| if ok { "all PASS" } else { "some MISS" };
     println!(
         "Overall: {}. PASS needs every flat-cost row ({}), the gateway hop against both \
-         baselines ({}) and the start ({}) within target.",
+         judged baselines ({}) and the start ({}) within target.",
         if ok { "PASS" } else { "MISS" },
         word(flat_ok),
         word(hop_ok),
