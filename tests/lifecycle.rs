@@ -58,7 +58,15 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
     assert!(status["uptime_secs"].as_u64().is_some());
     let user = status["auth"]["user"].as_str().unwrap().to_string();
     let password = status["auth"]["password"].as_str().unwrap().to_string();
-    assert!(user.starts_with("dev-") && user.len() == 20, "{user}");
+    // The first activity sits on the first seat: `dev-0-<16 random>`.
+    let random = user.strip_prefix("dev-0-").unwrap_or_default();
+    assert!(
+        random.len() == 16
+            && random
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "{user}"
+    );
     assert_eq!(password.len(), 20);
     assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
 
