@@ -142,9 +142,11 @@ pub fn ensure_nobody_file(dir: &Path) -> Result<(), String> {
     write_new(&path, "", ENTRY_MODE).map(|_| ())
 }
 
-/// The socket of the activity whose user is `user`: named after the user's random
-/// part, as nginx's map derives it from `$remote_user` (see `nginx`), which keeps the
-/// path short (a Unix socket path is at most 107 bytes).
+/// The socket of the activity whose user is `user`, when it has no seat: named after
+/// the user's random part, as nginx's map derives it from `$remote_user` (see
+/// `nginx`), which keeps the path short (a Unix socket path is at most 107 bytes). A
+/// seated activity's socket is its seat's (see `seat`); the sweep never removes those,
+/// since the next holder rebinds them.
 pub fn socket_path(dir: &Path, user: &str) -> PathBuf {
     let random = user.rsplit('-').next().unwrap_or(user);
     dir.join(format!("{random}.sock"))
