@@ -4,17 +4,19 @@
 //! nginx cannot know the configured networks or the activities' folder, so deploy (and
 //! `test`, which ya-provider runs at start-up) writes these maps from the
 //! configuration. The site configuration in `conf/nginx/` includes the file; activities
-//! coming and going never touch it, only a change of networks or paths does, and then
-//! nginx needs a reload.
+//! coming and going never touch it, only a change of networks, paths or seats does, and
+//! then nginx needs a reload.
 //!
 //! The maps are the only gate between a name a requestor sends and a path nginx opens
 //! or connects to. They accept exactly the names the runtime issues
-//! (`<network>-<16 of [a-z0-9]>`, see `credentials`), of the network the request is
+//! (`<network>-[<seat>-]<16 of [a-z0-9]>`, see `credentials`), of the network the request is
 //! for, anchored with `\z` (PCRE's `$` also matches before a final newline). Such a
 //! user is checked against its activity's own file (see `htpasswd`), a read of one
 //! line whatever the number of activities; anything else is checked against an empty
-//! file, and is refused with 401 like a wrong password. The socket is named after the
-//! user's random part, and used only once the password has been checked (see the site).
+//! file, and is refused with 401 like a wrong password. Only once the password has been
+//! checked (see the site) does the user pick the gateway: its seat's upstream block, to
+//! which nginx keeps connections alive, or past the seats its own socket, named after
+//! the user's random part (see `seat`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
