@@ -726,11 +726,7 @@ async fn seats_keep_nginx_connections_alive_and_serve_only_their_holder() {
     // nginx closes its connection to an own socket after each answer, and the gateway
     // its end when it reads that: wait for the table to show it, then the seat's
     // connections must still be there (nginx keeps them 4 s).
-    let closed = Instant::now() + Duration::from_secs(5);
-    while connections_to(&own) > 0 {
-        assert!(Instant::now() < closed, "an own socket is not kept alive");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_closed(&own, "an own socket is not kept alive").await;
     let kept = connections_to(&seat);
     assert!(
         (1..=8).contains(&kept),
@@ -752,6 +748,17 @@ async fn seats_keep_nginx_connections_alive_and_serve_only_their_holder() {
     assert_eq!(status, 403, "A's gateway refuses a user that is not A");
     let (status, _) = post(&url, stale, "wrong", &call(99, "eth_chainId")).await;
     assert_eq!(status, 401, "nginx still checks the password first");
+    // Crafted seat names without a file: A's seat with A's password, a seat that is not
+    // declared, a seat number with a leading zero. None gets past nginx.
+    let random = ua.trim_start_matches("dev-0-");
+    for name in [
+        format!("dev-0-{}", "a".repeat(16)),
+        format!("dev-1023-{random}"),
+        format!("dev-00-{random}"),
+    ] {
+        let (status, _) = post(&url, &name, &pa, &call(98, "eth_chainId")).await;
+        assert_eq!(status, 401, "{name}");
+    }
 
     assert_eq!(
         a.shutdown_billed(COUNTER).await,
@@ -760,12 +767,15 @@ async fn seats_keep_nginx_connections_alive_and_serve_only_their_holder() {
     );
     assert_eq!(b.shutdown_billed(COUNTER).await, 20.0);
     // The gateway closed its ends before the Shutdown answer; nginx's follow.
-    let closed = Instant::now() + Duration::from_secs(5);
-    while connections_to(&seat) > 0 {
-        assert!(
-            Instant::now() < closed,
-            "a stop closes nginx's kept connections"
-        );
+    until_closed(&seat, "a stop closes nginx's kept connections").await;
+}
+
+/// Waits (at most 5 s, else fails with `what`) until no connection to `socket` is left
+/// in the kernel's table: a close shows there once both ends have run it.
+async fn until_closed(socket: &std::path::Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connections_to(socket) > 0 {
+        assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
