@@ -647,14 +647,9 @@ async fn a_killed_runtime_serves_nothing_more_and_the_next_start_sweeps_its_pass
 
     let b = provider.start_on("b", "dev").await;
     b.ready_status().await;
-    let log = b.workdir.join("ya-runtime-erigon.log");
     assert!(
-        harness::process::file_contains_within(
-            &log,
-            "swept 1 credential(s)",
-            Duration::from_secs(10)
-        )
-        .await,
+        b.log_shows_within("swept 1 credential(s)", Duration::from_secs(10))
+            .await,
         "the next start sweeps"
     );
     let status = keep_alive(3).await.unwrap().status().as_u16();

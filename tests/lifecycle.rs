@@ -585,14 +585,9 @@ async fn the_next_start_sweeps_a_killed_runtimes_credentials_and_keeps_live_ones
     next.ready_status().await;
     // The sweep runs beside the start, which does not wait for it: its log line is
     // the event.
-    let log_path = next.workdir.join("ya-runtime-erigon.log");
     assert!(
-        harness::process::file_contains_within(
-            &log_path,
-            "swept 1 credential(s)",
-            Duration::from_secs(10)
-        )
-        .await,
+        next.log_shows_within("swept 1 credential(s)", Duration::from_secs(10))
+            .await,
         "the next start sweeps"
     );
     assert!(

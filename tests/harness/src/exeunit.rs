@@ -60,6 +60,13 @@ pub struct Activity {
 }
 
 impl Activity {
+    /// Whether the runtime's log shows `needle` within `within`: for work the runtime
+    /// does beside a start (the sweep), whose log line is the only event.
+    pub async fn log_shows_within(&self, needle: &str, within: Duration) -> bool {
+        let log = self.workdir.join("ya-runtime-erigon.log");
+        crate::process::file_contains_within(&log, needle, within).await
+    }
+
     /// Spawns `start` (the full command line, run in `workdir`) with ya-runtime-api's
     /// client and performs the ExeUnit's `hello`, which the runtime answers once its start
     /// is done.
