@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
 use ya_runtime_sdk::{EventEmitter, RuntimeCounter};
+
+use crate::gateway::Ledger;
 
 /// The usage counter, declared in the plugin descriptor and priced in the preset.
 pub const COUNTER: &str = "golem.usage.erigon.requests";
@@ -15,23 +16,19 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Reports the cumulative count whenever it changed, at most once per
 /// [`REPORT_EVERY`]. Nothing is reported while the count is 0: unused activities
-/// are not billed.
-pub fn spawn_counter(
-    emitter: EventEmitter,
-    mut billed: watch::Receiver<u64>,
-) -> tokio::task::JoinHandle<()> {
+/// are not billed. The count is read once a tick rather than waited on, so that
+/// billing a call wakes nothing.
+pub fn spawn_counter(emitter: EventEmitter, billed: Ledger) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_local(async move {
         let mut reported = 0u64;
         let mut tick = tokio::time::interval(REPORT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = *billed.borrow_and_update();
+            let now = billed.billed();
             if now != reported {
                 report(&emitter, now).await;
                 reported = now;
-            }
-            if billed.changed().await.is_err() {
-                return;
             }
         }
     })

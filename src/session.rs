@@ -201,9 +201,9 @@ impl Session {
         self.credentials.revoke()
     }
 
-    /// Changes of the calls billed so far; `None` once cut off.
-    pub fn billed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.gateway.as_ref().map(Gateway::watch_billed)
+    /// The calls billed so far; `None` once cut off.
+    pub fn billed(&self) -> Option<crate::gateway::Ledger> {
+        self.gateway.as_ref().map(Gateway::ledger)
     }
 
     /// Ends the activity's service: the password stops working, then every connection

@@ -979,32 +979,86 @@ async fn bodies_held_at_once_share_a_bounded_budget() {
     assert_eq!(gw.gateway.close().await, 0);
 }
 
-/// A TCP relay in front of the node that counts the connections made to it.
-async fn counting_relay(
-    node: SocketAddr,
-) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A TCP relay in front of the node that counts the connections made to it
+/// and those still open, and can cut them all, as a node closing its idle
+/// connections does.
+struct Relay {
+    addr: SocketAddr,
+    made: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    live: tokio::sync::watch::Receiver<usize>,
+    pipes: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+async fn relay(node: SocketAddr) -> Relay {
+    use std::sync::atomic::Ordering::SeqCst;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = listener.local_addr().expect("an address");
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = std::sync::Arc::clone(&count);
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (live_tx, live) = tokio::sync::watch::channel(0usize);
+    let live_tx = std::sync::Arc::new(live_tx);
+    let pipes = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+    let (counted, held) = (std::sync::Arc::clone(&made), std::sync::Arc::clone(&pipes));
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
+            counted.fetch_add(1, SeqCst);
+            live_tx.send_modify(|n| *n += 1);
+            // Counted down however the pipe ends: the gateway closed it, or a cut
+            // dropped it.
+            let done = Closed(std::sync::Arc::clone(&live_tx));
+            held.lock().expect("the relay's pipes").spawn(async move {
+                let _done = done;
                 if let Ok(mut outbound) = tokio::net::TcpStream::connect(node).await {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
             });
         }
     });
-    (addr, count)
+    Relay {
+        addr,
+        made,
+        live,
+        pipes,
+    }
+}
+
+struct Closed(std::sync::Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Relay {
+    fn made(&self) -> usize {
+        self.made.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until exactly `n` connections are open (5 s at most).
+    async fn until_live(&mut self, n: usize, what: &str) {
+        let waited = tokio::time::timeout(Duration::from_secs(5), self.live.wait_for(|l| *l == n))
+            .await
+            .is_ok_and(|w| w.is_ok());
+        if !waited {
+            let open = *self.live.borrow();
+            panic!("{what}: {open} connections to the node are open, not {n}");
+        }
+    }
+
+    /// Closes every connection now, as a node does at its idle timeout.
+    async fn cut(&mut self) {
+        let mut pipes = std::mem::take(&mut *self.pipes.lock().expect("the relay's pipes"));
+        pipes.abort_all();
+        while pipes.join_next().await.is_some() {}
+        self.until_live(0, "after the cut").await;
+    }
 }
 
 #[tokio::test]
 async fn calls_reuse_one_connection_to_the_node() {
     let node = anvil(&[]).await;
-    let (relay, connections) = counting_relay(node.addr).await;
-    let gw = gateway(relay, Limits::default(), Weights::default()).await;
+    let relay = relay(node.addr).await;
+    let gw = gateway(relay.addr, Limits::default(), Weights::default()).await;
     let mut c = connect(&gw.socket).await;
     for i in 0..20 {
         assert_eq!(
@@ -1013,12 +1067,51 @@ async fn calls_reuse_one_connection_to_the_node() {
         );
         assert_eq!(answered(&c.post(batch(3, "eth_chainId")).await), 3);
     }
-    let made = connections.load(std::sync::atomic::Ordering::SeqCst);
+    let made = relay.made();
     assert_eq!(
         made, 1,
         "{made} connections to the node for 40 sequential requests"
     );
     assert_eq!(gw.gateway.close().await, 80);
+}
+
+/// Node connections follow nginx's: one for each connection from nginx,
+/// closed with it, and none left after a stop. A kept connection the node
+/// closed is replaced, and the call on it is answered and billed once.
+#[tokio::test]
+async fn each_connection_has_its_own_node_connection_closed_with_it() {
+    let node = anvil(&[]).await;
+    let mut relay = relay(node.addr).await;
+    let gw = gateway(relay.addr, Limits::default(), Weights::default()).await;
+    let mut a = connect(&gw.socket).await;
+    let mut b = connect(&gw.socket).await;
+    for i in 0..3 {
+        assert_eq!(
+            answered(&a.post(call(i, "eth_chainId").to_string()).await),
+            1
+        );
+    }
+    assert_eq!(
+        answered(&b.post(call(9, "eth_chainId").to_string()).await),
+        1
+    );
+    assert_eq!(relay.made(), 2, "one node connection for each of A and B");
+    relay.until_live(2, "A and B connected").await;
+    drop(a.sender);
+    let _ = a.task.await;
+    relay.until_live(1, "A closed its connection").await;
+
+    relay.cut().await;
+    let again = b.post(call(10, "eth_chainId").to_string()).await;
+    assert_eq!(
+        (again.status, answered(&again)),
+        (StatusCode::OK, 1),
+        "a call after the node closed B's kept connection: {:?}",
+        again.body
+    );
+    assert_eq!(relay.made(), 3, "B's call went on a new connection");
+    assert_eq!(gw.gateway.close().await, 5);
+    relay.until_live(0, "after the stop").await;
 }
 
 /// The gateway alone in a process, for `measure`: the test binary runs

@@ -16,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::gate::{InFlight, Refusal};
 use super::jsonrpc::{self, Message, INTERNAL_ERROR};
+use super::link::Link;
 use super::meter::Expected;
 use super::scan::Scanner;
 use super::{ws, Shared, WsSlot, USER_HEADER};
@@ -35,6 +36,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     slot: WsSlot,
+    link: Arc<Link>,
 ) -> Result<Response<ReplyBody>, Infallible> {
     if req.headers().get(USER_HEADER) != Some(&shared.user) {
         // Not this activity's user: a dead holder's credentials on a seat this
@@ -51,10 +53,10 @@ pub async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("POST, GET"));
         return Ok(resp);
     }
-    Ok(post(req, shared).await)
+    Ok(post(req, shared, &link).await)
 }
 
-async fn post(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ReplyBody> {
+async fn post(req: Request<Incoming>, shared: Arc<Shared>, link: &Link) -> Response<ReplyBody> {
     let max = shared.gate.limits().body_bytes;
     let too_large = || {
         let refusal = Refusal::new("body_bytes", max);
@@ -94,7 +96,7 @@ async fn post(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ReplyBody
             return refused(&refusal, text);
         }
     };
-    forward(body, message, permit, shared).await
+    forward(body, message, permit, shared, link).await
 }
 
 /// Reads a body into one buffer of the announced length (`reserve`), so
@@ -122,10 +124,11 @@ async fn forward(
     message: Message,
     permit: InFlight,
     shared: Arc<Shared>,
+    link: &Link,
 ) -> Response<ReplyBody> {
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = shared.node_uri.clone();
+    *req.uri_mut() = hyper::Uri::from_static("/");
     let headers = req.headers_mut();
     // rpcdaemon's and geth's default --http.vhosts accept "localhost".
     headers.insert(header::HOST, HeaderValue::from_static("localhost"));
@@ -133,7 +136,7 @@ async fn forward(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let answer = match tokio::time::timeout(NODE_TIMEOUT, shared.client.request(req)).await {
+    let answer = match tokio::time::timeout(NODE_TIMEOUT, link.send(req)).await {
         Ok(Ok(answer)) if !answer.status().is_server_error() => answer,
         Ok(Ok(answer)) => {
             log::warn!("gateway: the node answered {}", answer.status());

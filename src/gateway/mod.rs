@@ -10,12 +10,14 @@
 //!   WebSocket message) as it streams.
 //! - `http`, `ws`: the two ways a client calls; `frame`: WebSocket frames a
 //!   piece at a time, for `ws`.
+//! - `link`: the connections to the node, one per connection from nginx.
 
 mod frame;
 mod gate;
 mod http;
 mod jsonrpc;
 mod limits;
+mod link;
 mod meter;
 mod scan;
 mod ws;
@@ -27,24 +29,20 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::Uri;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use limits::{Limits, Weights, NOTIFICATION};
+pub use meter::Ledger;
 
 use crate::seat::Seat;
 
 use gate::Gate;
-use meter::Ledger;
+use link::Link;
 
 /// How long a stop lets answers already on their way finish; past it they
 /// are dropped with their connections. Short, since no call may be answered
@@ -57,8 +55,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// at a time, so a small cap keeps many connections cheap: 16 KiB each for
 /// the most connections allowed (96 by default) is 1.5 MiB.
 const MAX_BUF: usize = 16 << 10;
-/// Idle connections to the node are kept this long for the next call.
-const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// What to serve and how.
 #[derive(Clone, Debug)]
@@ -86,8 +82,6 @@ pub(crate) struct Shared {
     weights: Weights,
     ledger: Ledger,
     upstream: SocketAddr,
-    node_uri: Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -126,14 +120,6 @@ impl Gateway {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
             .map_err(|e| format!("cannot set the mode of {shown}: {e}"))?;
         let meta = std::fs::symlink_metadata(&socket).map_err(|e| format!("{shown}: {e}"))?;
-        let node_uri = Uri::try_from(format!("http://{}/", spec.upstream))
-            .map_err(|e| format!("upstream {}: {e}", spec.upstream))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(usize::try_from(spec.limits.in_flight).unwrap_or(usize::MAX))
-            .build(connector);
         let (shutdown, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
             user,
@@ -141,8 +127,6 @@ impl Gateway {
             weights: spec.weights,
             ledger: Ledger::default(),
             upstream: spec.upstream,
-            node_uri,
-            client,
             shutdown: stopping,
         });
         let server = tokio::spawn(accept(listener, Arc::clone(&shared)));
@@ -161,9 +145,9 @@ impl Gateway {
         self.shared.ledger.billed()
     }
 
-    /// Changes of [`Gateway::billed`], for a usage counter that follows it.
-    pub fn watch_billed(&self) -> watch::Receiver<u64> {
-        self.shared.ledger.watch()
+    /// [`Gateway::billed`], readable after the gateway is gone.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.ledger.clone()
     }
 
     /// Stops accepting and closes every connection now: idle keep-alive
@@ -270,15 +254,25 @@ fn turn_away(stream: &UnixStream, refusal: &gate::Refusal) {
 /// after an upgrade.
 async fn serve(stream: UnixStream, shared: Arc<Shared>, _slot: tokio::sync::OwnedSemaphorePermit) {
     let slot: WsSlot = Arc::default();
+    let link = Arc::new(Link::new(shared.upstream));
     let service = {
         let (shared, slot) = (Arc::clone(&shared), Arc::clone(&slot));
-        service_fn(move |req| http::handle(req, Arc::clone(&shared), Arc::clone(&slot)))
+        service_fn(move |req| {
+            http::handle(
+                req,
+                Arc::clone(&shared),
+                Arc::clone(&slot),
+                Arc::clone(&link),
+            )
+        })
     };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_BUF)
+        // nginx puts its own Date on what it sends the client.
+        .auto_date_header(false)
         .keep_alive(true);
     let mut conn = pin!(builder
         .serve_connection(TokioIo::new(stream), service)

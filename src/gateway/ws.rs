@@ -23,7 +23,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
@@ -34,6 +33,7 @@ use super::gate::{InFlight, Refusal};
 use super::http::{refused, reply, ReplyBody};
 use super::jsonrpc;
 use super::limits::NOTIFICATION;
+use super::link;
 use super::meter::Expected;
 use super::scan::Scanner;
 use super::{stopped, Shared, WsSlot};
@@ -119,13 +119,10 @@ pub async fn accept(
 
 /// Opens the node's side: hyper's client upgrade, checked as RFC 6455 says.
 async fn connect(shared: &Shared) -> Result<Upgraded, String> {
-    let tcp = TcpStream::connect(shared.upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(link::dial(shared.upstream).await?)
+            .await
+            .map_err(|e| e.to_string())?;
     let key = generate_key();
     let req = Request::get("/")
         // rpcdaemon's and geth's default --ws vhosts check is skipped for

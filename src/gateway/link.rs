@@ -1,0 +1,94 @@
+//! The gateway's connections to the node.
+//!
+//! Each connection from nginx gets a node connection of its own, made at its
+//! first POST and kept alive with it. An HTTP/1 connection carries one request
+//! at a time, so its node connection is never contended and needs no pool: the
+//! pool this replaces (hyper-util's) took a lock, a map lookup and its idle
+//! bookkeeping on every call, a measurable share of the hop's cost. The node
+//! connections also end with nginx's: at most one per connection the gateway
+//! admits, none left idle after a stop.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A connection to the node over TCP, without Nagle's delay (a request is
+/// written whole, and waiting for an ACK would add to every call).
+pub async fn dial(node: SocketAddr) -> Result<TokioIo<TcpStream>, String> {
+    let tcp = TcpStream::connect(node)
+        .await
+        .map_err(|e| format!("cannot connect to {node}: {e}"))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("cannot set TCP_NODELAY on {node}: {e}"))?;
+    Ok(TokioIo::new(tcp))
+}
+
+/// One nginx connection's way to the node.
+pub struct Link {
+    node: SocketAddr,
+    /// The kept connection, taken while a request is on it.
+    kept: Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl Link {
+    pub fn new(node: SocketAddr) -> Link {
+        Link {
+            node,
+            kept: Mutex::new(None),
+        }
+    }
+
+    /// Sends `req` on the kept connection, or on a new one if there is none,
+    /// it has closed, or the node closed it before the request was written
+    /// (a kept connection can close under an idle timeout at any moment; a
+    /// request the node may have read is never sent twice).
+    pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
+        if let Some(mut sender) = self.take() {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(req).await {
+                    Ok(answer) => {
+                        self.keep(sender);
+                        return Ok(answer);
+                    }
+                    Err(mut failed) => match failed.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(failed.into_error().to_string()),
+                    },
+                }
+            }
+        }
+        let (mut sender, connection) = http1::handshake(dial(self.node).await?)
+            .await
+            .map_err(|e| format!("HTTP handshake with {}: {e}", self.node))?;
+        // The connection ends once its sender (this link) is dropped and it is
+        // idle, or the node closes it.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("gateway: a node connection ended: {e}");
+            }
+        });
+        let answer = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        self.keep(sender);
+        Ok(answer)
+    }
+
+    fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
+        self.kept.lock().ok().and_then(|mut kept| kept.take())
+    }
+
+    /// Keeps the connection for the next request: hyper lets that request
+    /// through once this answer's body has been read to its end, and closes
+    /// the connection if the body is dropped before.
+    fn keep(&self, sender: SendRequest<Full<Bytes>>) {
+        if let Ok(mut kept) = self.kept.lock() {
+            *kept = Some(sender);
+        }
+    }
+}
