@@ -40,8 +40,9 @@ pub const DEFAULT_SEATS: u16 = 64;
 /// Idle connections each nginx worker keeps to one seat.
 pub const KEEPALIVE: u32 = 8;
 /// How long nginx keeps an idle connection to a seat. Under the gateway's own idle
-/// limit (`gateway::HEADER_TIMEOUT`, 10 s), so that nginx never sends a request on a
-/// connection the gateway is closing: that request would fail with 502.
+/// limit (`gateway::IDLE_SECS`, 10 s; the gateway checks it at compile time), so that
+/// nginx never sends a request on a connection the gateway is closing: that request
+/// would fail with 502.
 pub const KEEPALIVE_SECS: u32 = 4;
 
 /// A seat held: released (the lock dropped) when the value is.

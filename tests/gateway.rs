@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
 use ya_runtime_erigon::gateway::{
-    Gateway, GatewaySpec, Limits, Weights, NOTIFICATION, USER_HEADER,
+    Gateway, GatewaySpec, Limits, Weights, IDLE_SECS, NOTIFICATION, USER_HEADER,
 };
 
 /// The activity's user, which nginx names in [`USER_HEADER`] on every request.
@@ -863,6 +863,71 @@ async fn requests_for_another_user_are_refused_unread_and_unbilled() {
     let mut c = connect(&gw.socket).await;
     assert_eq!(answered(&c.post(body).await), 1);
     assert_eq!(gw.gateway.close().await, 1);
+}
+
+/// hyper's header timeout is off (it cost a timer per request): the
+/// gateway's sweep closes a connection that sends nothing, or never finishes
+/// its request head, once idle for `IDLE_SECS`, and leaves one whose call the
+/// node is still working on.
+#[tokio::test]
+async fn idle_connections_and_unfinished_heads_are_closed_and_busy_ones_kept() {
+    // A node that accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let node = silent.local_addr().expect("an address");
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let gw = gateway(node, Limits::default(), Weights::default()).await;
+    let started = Instant::now();
+    let quiet = UnixStream::connect(&gw.socket).await.expect("connects");
+    let mut half = UnixStream::connect(&gw.socket).await.expect("connects");
+    half.write_all(
+        format!("POST / HTTP/1.1\r\nHost: gateway\r\n{USER_HEADER}: {USER}\r\n").as_bytes(),
+    )
+    .await
+    .expect("writes half a head");
+    let mut busy = UnixStream::connect(&gw.socket).await.expect("connects");
+    let body = call(1, "eth_chainId").to_string();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: gateway\r\n{USER_HEADER}: {USER}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    busy.write_all(format!("{head}{body}").as_bytes())
+        .await
+        .expect("writes a call");
+
+    let limit = Duration::from_secs(u64::from(IDLE_SECS));
+    for (what, mut stream) in [
+        ("a connection that sent nothing", quiet),
+        ("half a head", half),
+    ] {
+        let mut buf = [0u8; 64];
+        let read =
+            tokio::time::timeout(limit + Duration::from_secs(3), stream.read(&mut buf)).await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "{what}: not closed within {waited:?}: {read:?}"
+        );
+        assert!(
+            waited >= limit - Duration::from_secs(1),
+            "{what}: closed after {waited:?}, before the idle limit"
+        );
+    }
+    // Past the limit and a sweep: the call under way still holds its connection.
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(1500), busy.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a connection waiting on the node was closed: {early:?}"
+    );
+    assert_eq!(gw.gateway.close().await, 0);
+    let read = tokio::time::timeout(Duration::from_secs(1), busy.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0))), "the stop closes it: {read:?}");
+    held.abort();
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::conns::Busy;
 use super::gate::{InFlight, Refusal};
 use super::jsonrpc::{self, Message, INTERNAL_ERROR};
 use super::link::Link;
@@ -37,6 +38,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     slot: WsSlot,
     link: Arc<Link>,
+    busy: Busy,
 ) -> Result<Response<ReplyBody>, Infallible> {
     if req.headers().get(USER_HEADER) != Some(&shared.user) {
         // Not this activity's user: a dead holder's credentials on a seat this
@@ -53,10 +55,15 @@ pub async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("POST, GET"));
         return Ok(resp);
     }
-    Ok(post(req, shared, &link).await)
+    Ok(post(req, shared, &link, busy).await)
 }
 
-async fn post(req: Request<Incoming>, shared: Arc<Shared>, link: &Link) -> Response<ReplyBody> {
+async fn post(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    link: &Link,
+    busy: Busy,
+) -> Response<ReplyBody> {
     let max = shared.gate.limits().body_bytes;
     let too_large = || {
         let refusal = Refusal::new("body_bytes", max);
@@ -96,7 +103,7 @@ async fn post(req: Request<Incoming>, shared: Arc<Shared>, link: &Link) -> Respo
             return refused(&refusal, text);
         }
     };
-    forward(body, message, permit, shared, link).await
+    forward(body, message, (permit, busy), shared, link).await
 }
 
 /// Reads a body into one buffer of the announced length (`reserve`), so
@@ -122,7 +129,7 @@ async fn read_body(
 async fn forward(
     body: Bytes,
     message: Message,
-    permit: InFlight,
+    held: (InFlight, Busy),
     shared: Arc<Shared>,
     link: &Link,
 ) -> Response<ReplyBody> {
@@ -166,7 +173,7 @@ async fn forward(
         expected,
         billing,
         shared: Arc::clone(&shared),
-        permit: Some(permit),
+        held: Some(held),
     };
     let mut resp = Response::new(Either::Right(metered));
     *resp.status_mut() = parts.status;
@@ -179,14 +186,15 @@ async fn forward(
 
 /// The node's answer on its way to the client. Each answer object is billed
 /// as the piece that ends it is handed to the connection; the in-flight slot
-/// is held until the body ends or the client goes away.
+/// is held, and the connection counts as busy, until the body ends or the
+/// client goes away.
 pub struct Metered {
     inner: Incoming,
     scanner: Scanner,
     expected: Expected,
     billing: bool,
     shared: Arc<Shared>,
-    permit: Option<InFlight>,
+    held: Option<(InFlight, Busy)>,
 }
 
 impl Body for Metered {
@@ -213,7 +221,7 @@ impl Body for Metered {
                 }
             }
             Some(_) => {}
-            None => this.permit = None,
+            None => this.held = None,
         }
         Poll::Ready(frame)
     }

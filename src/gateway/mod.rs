@@ -11,7 +11,9 @@
 //! - `http`, `ws`: the two ways a client calls; `frame`: WebSocket frames a
 //!   piece at a time, for `ws`.
 //! - `link`: the connections to the node, one per connection from nginx.
+//! - `conns`: the connections from nginx, closed when idle or at a stop.
 
+mod conns;
 mod frame;
 mod gate;
 mod http;
@@ -31,16 +33,21 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
+pub use conns::IDLE_SECS;
 pub use limits::{Limits, Weights, NOTIFICATION};
 pub use meter::Ledger;
 
+// nginx must drop an idle connection to a seat before the gateway does.
+const _: () = assert!(crate::seat::KEEPALIVE_SECS < IDLE_SECS);
+
 use crate::seat::Seat;
 
+use conns::{Conns, Pulse};
 use gate::Gate;
 use link::Link;
 
@@ -48,8 +55,6 @@ use link::Link;
 /// are dropped with their connections. Short, since no call may be answered
 /// later than 1 s after the Shutdown answer.
 const DRAIN: Duration = Duration::from_millis(200);
-/// A client that has not sent its request headers by then is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection's read buffer cap (headers included; hyper's least is 8 KiB).
 /// nginx's request heads are small, and bodies are read through it a piece
 /// at a time, so a small cap keeps many connections cheap: 16 KiB each for
@@ -201,18 +206,24 @@ async fn clear_stale(socket: &std::path::Path) -> Result<(), String> {
     std::fs::remove_file(socket).map_err(|e| format!("cannot remove the stale {shown}: {e}"))
 }
 
-/// Accepts until the stop, then waits for the connections to end.
+/// Accepts until the stop, closing idle connections once a second; then
+/// closes every connection and waits for them to end.
 async fn accept(listener: UnixListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
+    let mut connections = Conns::default();
+    let mut sweep = tokio::time::interval(conns::SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = pin!(stopped(shared.shutdown.clone()));
     loop {
         tokio::select! {
             biased;
-            _ = stopped(shared.shutdown.clone()) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut stop => break,
+            Some(()) = connections.join_next(), if !connections.is_empty() => {}
+            _ = sweep.tick() => connections.sweep(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match shared.gate.open_connection() {
                     Ok(slot) => {
-                        connections.spawn(serve(stream, Arc::clone(&shared), slot));
+                        let shared = Arc::clone(&shared);
+                        connections.spawn(|pulse, close| serve(stream, shared, slot, pulse, close));
                     }
                     Err(refusal) => turn_away(&stream, &refusal),
                 },
@@ -226,14 +237,7 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
     }
     drop(listener);
     // Each connection bounds its own drain; the margin covers scheduling.
-    let drained = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN.saturating_mul(2), drained)
-        .await
-        .is_err()
-    {
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
-    }
+    connections.close_all(DRAIN.saturating_mul(2)).await;
 }
 
 /// Past the connection limit: a canned 429 written without reading the
@@ -251,25 +255,33 @@ fn turn_away(stream: &UnixStream, refusal: &gate::Refusal) {
 }
 
 /// Serves one connection: HTTP requests with keep-alive, or one WebSocket
-/// after an upgrade.
-async fn serve(stream: UnixStream, shared: Arc<Shared>, _slot: tokio::sync::OwnedSemaphorePermit) {
+/// after an upgrade, until `close` (idle, or the gateway stops).
+async fn serve(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    pulse: Arc<Pulse>,
+    close: tokio::sync::oneshot::Receiver<()>,
+) {
     let slot: WsSlot = Arc::default();
     let link = Arc::new(Link::new(shared.upstream));
     let service = {
         let (shared, slot) = (Arc::clone(&shared), Arc::clone(&slot));
         service_fn(move |req| {
+            let busy = pulse.begin();
             http::handle(
                 req,
                 Arc::clone(&shared),
                 Arc::clone(&slot),
                 Arc::clone(&link),
+                busy,
             )
         })
     };
+    // No header-read timeout of hyper's: `conns` closes a connection that
+    // has not sent a whole request head for its idle time.
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_BUF)
         // nginx puts its own Date on what it sends the client.
         .auto_date_header(false)
@@ -279,7 +291,7 @@ async fn serve(stream: UnixStream, shared: Arc<Shared>, _slot: tokio::sync::Owne
         .with_upgrades());
     tokio::select! {
         biased;
-        _ = stopped(shared.shutdown.clone()) => {
+        _ = close => {
             // Idle: closes now. Busy: closes after the answer in progress.
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
