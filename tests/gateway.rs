@@ -1179,6 +1179,113 @@ async fn each_connection_has_its_own_node_connection_closed_with_it() {
     relay.until_live(0, "after the stop").await;
 }
 
+/// An answer larger than the socket's buffer, to a client that reads none of
+/// it until the gateway has filled that buffer. The gateway's socket wakes it
+/// only to read (`gateway::quiet`); a full buffer makes it register a second
+/// descriptor of the socket for room to write. The whole answer then reaches
+/// the client, billed once, and the connection serves the next call.
+#[tokio::test]
+async fn an_answer_larger_than_the_socket_buffer_waits_for_a_slow_reader() {
+    let node = anvil(&[]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let gw = gateway_process(node.addr, dir.path(), None).await;
+    let (read, mut write) = UnixStream::connect(&gw.socket)
+        .await
+        .expect("connects")
+        .into_split();
+    let mut read = BufReader::new(read);
+    // The first call makes the node connection.
+    send_raw(&mut write, &call(1, "eth_chainId").to_string()).await;
+    let (status, first) = read_raw(&mut read).await;
+    assert_eq!((status, &first["id"]), (200, &json!(1)), "{first}");
+    let sockets = sockets_of(gw.pid);
+
+    // eth_call of code (put in place by a state override) returning 1 MiB of
+    // zeros: 2 MiB of hex, ten times a Unix socket's default buffer.
+    let code = "0x00000000000000000000000000000000000000aa";
+    let big = json!({"jsonrpc": "2.0", "id": 2, "method": "eth_call",
+        "params": [{"to": code, "gas": "0x1c9c380"}, "latest",
+                   {code: {"code": "0x621000006000f3"}}]});
+    send_raw(&mut write, &big.to_string()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sockets_of(gw.pid) != sockets + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not register its socket for writing within 10 s \
+             ({} sockets, {sockets} before the large answer)",
+            sockets_of(gw.pid)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(10), read_raw(&mut read))
+        .await
+        .expect("the large answer arrives once read (10 s)");
+    let hex = answer["result"].as_str().unwrap_or_default();
+    assert_eq!(
+        (status, &answer["id"], hex.len()),
+        (200, &json!(2), 2 + (2 << 20)),
+        "the large answer, whole"
+    );
+
+    send_raw(&mut write, &call(3, "eth_chainId").to_string()).await;
+    let (status, third) = read_raw(&mut read).await;
+    assert_eq!((status, &third["id"]), (200, &json!(3)), "{third}");
+    drop(write);
+    let printed = gw.close().await;
+    assert!(printed.iter().any(|l| l == "billed 3"), "{printed:?}");
+}
+
+/// A POST on `write` as nginx sends it, with the activity's user.
+async fn send_raw(write: &mut tokio::net::unix::OwnedWriteHalf, body: &str) {
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: gateway\r\n{USER_HEADER}: {USER}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    write.write_all(request.as_bytes()).await.expect("writes");
+}
+
+/// Reads one answer with a length: its status and its JSON body.
+async fn read_raw(read: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> (u16, Value) {
+    let mut line = String::new();
+    read.read_line(&mut line).await.expect("a status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {line:?}"));
+    let mut length = None;
+    loop {
+        line.clear();
+        read.read_line(&mut line).await.expect("a header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok();
+            }
+        }
+    }
+    let mut body = vec![0; length.expect("a Content-Length")];
+    read.read_exact(&mut body).await.expect("the body");
+    (
+        status,
+        serde_json::from_slice(&body).expect("a JSON answer"),
+    )
+}
+
+/// The sockets a process holds (a socket twice if it holds two descriptors).
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's descriptors")
+        .filter_map(Result::ok)
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
 /// The gateway alone in a process, for `measure`: the test binary runs
 /// itself with this test and GW_SOCKET/GW_UPSTREAM (and GW_RATE) set, until
 /// stdin closes.

@@ -12,6 +12,7 @@
 //!   piece at a time, for `ws`.
 //! - `link`: the connections to the node, one per connection from nginx.
 //! - `conns`: the connections from nginx, closed when idle or at a stop.
+//! - `quiet`: a connection from nginx's socket, woken only to read.
 
 mod conns;
 mod frame;
@@ -21,6 +22,7 @@ mod jsonrpc;
 mod limits;
 mod link;
 mod meter;
+mod quiet;
 mod scan;
 mod ws;
 
@@ -33,7 +35,6 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -286,9 +287,14 @@ async fn serve(
         // nginx puts its own Date on what it sends the client.
         .auto_date_header(false)
         .keep_alive(true);
-    let mut conn = pin!(builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades());
+    let socket = match quiet::QuietSocket::new(stream) {
+        Ok(socket) => socket,
+        Err(e) => {
+            log::warn!("gateway: cannot register a connection: {e}");
+            return;
+        }
+    };
+    let mut conn = pin!(builder.serve_connection(socket, service).with_upgrades());
     tokio::select! {
         biased;
         _ = close => {
