@@ -35,9 +35,12 @@
 //!
 //! Method. The machine is small and shared, so: every server process (the nginx fronts,
 //! the gateways, the backend) is pinned to CPU 0 and wrk to CPU 1, at nice -10 when run
-//! as root; the rows are measured in interleaved rounds (the order rotates each round);
-//! a ratio is the median of the per-round ratios against the baseline row of the same
-//! round. As a second, steadier figure the CPU time each server process used (from
+//! as root. The machine's speed also drifts, by 10-20% within minutes, so each row is
+//! measured against runs of the baseline (the gateway path with 1 live) just before and
+//! just after it: a round is B X B Y B ..., the other rows' order rotating each round,
+//! and a row's ratio in a round is against the mean of the two baseline runs around
+//! it, which cancels a steady drift. A figure is the median of the rounds' ratios. As
+//! a second, steadier figure the CPU time each server process used (from
 //! /proc) is divided by the requests served: microseconds of CPU per request.
 //!
 //! The activities' folder. Every row has its own, prepared as a provider's (nginx's
@@ -246,7 +249,7 @@ fn bench() -> Result<bool, String> {
     println!(
         "# bench_auth: the data path's cost (issue 9, item 5)\n\n\
          nginx {} (1 worker) -> gateway -> static backend (nginx answering {ANSWER}); \
-         wrk 1 thread, {} connections, POST with Basic auth; {} interleaved rounds of {} s; \
+         wrk 1 thread, {} connections, POST with Basic auth; {} rounds of runs of {} s, each row between two runs of the baseline; \
          {}; one htpasswd file per activity, {PASSWORD_LENGTH}-character passwords, {} entries \
          (the runtime's default).",
         nginx_version(),
@@ -390,9 +393,10 @@ fn bench() -> Result<bool, String> {
         args.starts,
     )?;
 
-    // Warm-up (not recorded), then interleaved rounds.
+    // Warm-up (not recorded), then the rounds.
     let servers = |row: &Row| ServerPids {
         front: row.front.pids().into_iter().skip(1).collect(),
+        gateway_tid: runtime.tid,
         backend: backend.worker_pids(),
     };
     for row in &rows {
@@ -406,37 +410,57 @@ fn bench() -> Result<bool, String> {
             tick_us,
         )?;
     }
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); rows.len()];
+    // Each round runs the baseline, the measured activity through its gateway
+    // with 1 live (row 0), first, then every other row in turn (the order rotates
+    // each round), each followed by the baseline again: B X B Y B ... Each other
+    // row is compared with the mean of the two baseline runs around it, so that a
+    // drift of the machine's speed over those seconds cancels to first order.
+    const BASE: usize = 0;
     let mut excess: Vec<i64> = Vec::new();
+    let mut measure = |i: usize| -> Result<Sample, String> {
+        let row = &rows[i];
+        let billed = row.gateway.as_ref().map(Gateway::billed);
+        let sample = wrk(
+            row.front.port,
+            args.seconds,
+            args.connections,
+            &row.lua,
+            pinned,
+            &servers(row),
+            tick_us,
+        )
+        .map_err(|e| format!("{}: {e}", row.label))?;
+        if let (Some(before), Some(gateway)) = (billed, row.gateway.as_ref()) {
+            // Every answer wrk counted was a call the gateway billed; a few more were
+            // answered after wrk stopped counting.
+            excess.push(gateway.billed() as i64 - before as i64 - sample.requests as i64);
+        }
+        Ok(sample)
+    };
+    let mut runs = Runs {
+        samples: vec![Vec::new(); rows.len()],
+        brackets: vec![Vec::new(); rows.len()],
+    };
+    let others = rows.len() - 1;
     for round in 0..args.rounds {
         eprintln!("bench_auth: round {} of {}", round + 1, args.rounds);
-        for k in 0..rows.len() {
-            let i = (k + round) % rows.len();
-            let row = &rows[i];
-            let billed = row.gateway.as_ref().map(Gateway::billed);
-            let sample = wrk(
-                row.front.port,
-                args.seconds,
-                args.connections,
-                &row.lua,
-                pinned,
-                &servers(row),
-                tick_us,
-            )
-            .map_err(|e| format!("{}: {e}", row.label))?;
-            if let (Some(before), Some(gateway)) = (billed, row.gateway.as_ref()) {
-                // Every answer wrk counted was a call the gateway billed; a few more were
-                // answered after wrk stopped counting.
-                excess.push(gateway.billed() as i64 - before as i64 - sample.requests as i64);
-            }
-            samples[i].push(sample);
+        let mut before = measure(BASE)?;
+        runs.samples[BASE].push(before.clone());
+        for k in 0..others {
+            let i = 1 + (k + round) % others;
+            let sample = measure(i)?;
+            let after = measure(BASE)?;
+            runs.samples[i].push(sample);
+            runs.brackets[i].push(Sample::mean(&before, &after));
+            runs.samples[BASE].push(after.clone());
+            before = after;
         }
     }
 
-    let verdict = report(&rows, &samples, &starts, &sweep);
+    let verdict = report(&rows, &runs, &starts, &sweep);
     let counted: u64 = rows
         .iter()
-        .zip(&samples)
+        .zip(&runs.samples)
         .filter(|(r, _)| r.gateway.is_some())
         .flat_map(|(_, s)| s.iter().map(|s| s.requests))
         .sum();
@@ -696,6 +720,8 @@ impl Drop for Backend {
 /// by a thread of its own so that the gateways serve while this thread runs wrk.
 struct GatewayRuntime {
     handle: tokio::runtime::Handle,
+    /// The gateways' thread, whose context switches a run counts.
+    tid: u32,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -708,14 +734,22 @@ impl GatewayRuntime {
             .map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tid_tx, tid) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("gateways".into())
             .spawn(move || {
+                let _ = tid_tx.send(nix::unistd::gettid().as_raw());
                 let _ = runtime.block_on(stopped);
             })
             .map_err(|e| format!("cannot start the gateways' thread: {e}"))?;
+        let tid = tid
+            .recv()
+            .ok()
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or("the gateways' thread did not say its id")?;
         Ok(GatewayRuntime {
             handle,
+            tid,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -846,9 +880,10 @@ fn names(folder: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// The server processes whose CPU time a run adds up.
+/// The server processes whose CPU time a run adds up, and the gateways' thread.
 struct ServerPids {
     front: Vec<u32>,
+    gateway_tid: u32,
     backend: Vec<u32>,
 }
 
@@ -861,11 +896,45 @@ struct Sample {
     front_us: f64,
     gateway_us: f64,
     backend_us: f64,
+    /// Context switches per request of the front nginx worker, the gateways'
+    /// thread and the backend's worker: each one a process put off the CPU
+    /// and another put on, the hop's largest single cost.
+    switches: [f64; 3],
 }
 
 impl Sample {
     fn server_us(&self) -> f64 {
         self.front_us + self.gateway_us + self.backend_us
+    }
+
+    /// Two runs' mean, as if measured in the middle of them.
+    fn mean(a: &Sample, b: &Sample) -> Sample {
+        let mid = |x: f64, y: f64| (x + y) / 2.0;
+        Sample {
+            rate: mid(a.rate, b.rate),
+            requests: (a.requests + b.requests) / 2,
+            front_us: mid(a.front_us, b.front_us),
+            gateway_us: mid(a.gateway_us, b.gateway_us),
+            backend_us: mid(a.backend_us, b.backend_us),
+            switches: [0, 1, 2].map(|k| mid(a.switches[k], b.switches[k])),
+        }
+    }
+}
+
+/// Every run of the rounds.
+struct Runs {
+    /// Each row's runs; the baseline row's are all its runs, before, between
+    /// and after the others'.
+    samples: Vec<Vec<Sample>>,
+    /// For each other row's run, the mean of the baseline's runs just before
+    /// and just after it (empty for the baseline row).
+    brackets: Vec<Vec<Sample>>,
+}
+
+impl Runs {
+    /// Row `i`'s runs, each with the baseline's bracketing it.
+    fn paired(&self, i: usize) -> impl Iterator<Item = (&Sample, &Sample)> {
+        self.samples[i].iter().zip(&self.brackets[i])
     }
 }
 
@@ -895,8 +964,24 @@ fn wrk(
     .arg(format!("http://127.0.0.1:{port}/bench"));
     let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
     let me = std::process::id();
+    let gateway = format!("/proc/{me}/task/{}/status", pids.gateway_tid);
+    let switched = || {
+        [
+            pids.front
+                .iter()
+                .map(|p| switches(&format!("/proc/{p}/status")))
+                .sum::<u64>(),
+            switches(&gateway),
+            pids.backend
+                .iter()
+                .map(|p| switches(&format!("/proc/{p}/status")))
+                .sum(),
+        ]
+    };
     let before = (ticks(&pids.front), cpu_ticks(me), ticks(&pids.backend));
+    let switched_before = switched();
     let out = cmd.output().map_err(|e| format!("wrk: {e}"))?;
+    let switched_after = switched();
     let after = (ticks(&pids.front), cpu_ticks(me), ticks(&pids.backend));
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -930,7 +1015,20 @@ fn wrk(
         front_us: per_request(before.0, after.0),
         gateway_us: per_request(before.1, after.1),
         backend_us: per_request(before.2, after.2),
+        switches: [0, 1, 2]
+            .map(|k| switched_after[k].saturating_sub(switched_before[k]) as f64 / requests as f64),
     })
+}
+
+/// Voluntary and involuntary context switches so far, from a `status` file of
+/// /proc (a process's counts are its main thread's); 0 if it is gone.
+fn switches(status: &str) -> u64 {
+    std::fs::read_to_string(status)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// utime + stime of a process (all its threads), in clock ticks; 0 if it is gone.
@@ -990,25 +1088,19 @@ fn post(port: u16, basic: &str) -> Result<(u16, String), String> {
 }
 
 /// Prints the tables; returns whether every target was met.
-fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) -> bool {
+fn report(rows: &[Row], runs: &Runs, starts: &[f64], sweep: &Sweep) -> bool {
+    let samples = &runs.samples;
     let rate = |i: usize| median(samples[i].iter().map(|s| s.rate).collect());
     let cpu_of = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
-    let per_round = |i: usize, base: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
-        median(
-            samples[i]
-                .iter()
-                .zip(&samples[base])
-                .map(|(x, b)| f(x, b))
-                .collect(),
-        )
+    // Row i's ratios against the baseline runs around each of its runs: f(run,
+    // baseline). The median is the figure; the lowest and highest show how much
+    // the rounds disagree.
+    let ratios = |i: usize, f: &dyn Fn(&Sample, &Sample) -> f64| -> Vec<f64> {
+        runs.paired(i).map(|(x, b)| f(x, b)).collect()
     };
-    // The per-round ratios' lowest and highest: how much the rounds disagree.
-    let spread = |i: usize, base: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
-        let ratios: Vec<f64> = samples[i]
-            .iter()
-            .zip(&samples[base])
-            .map(|(x, b)| f(x, b))
-            .collect();
+    let per_round = |i: usize, f: &dyn Fn(&Sample, &Sample) -> f64| median(ratios(i, f));
+    let spread = |i: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
+        let ratios = ratios(i, f);
         let low = ratios.iter().copied().fold(f64::NAN, f64::min);
         format!("{low:.2}–{:.2}", max(&ratios))
     };
@@ -1020,7 +1112,7 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
     println!(
         "\n## 1. One activity's throughput with N live activities\n\n\
          One htpasswd file per activity (the shipped site and routes). ratio: median of \
-         per-round req/s ratios against the 1-live row of the same round (rounds: the \
+         the rounds' req/s ratios against the 1-live runs just before and after (rounds: the \
          lowest and highest of them). CPU ratio: the same for the front nginx worker's CPU µs per request (1-live µs / N-live µs), the \
          steadier figure.\n"
     );
@@ -1029,20 +1121,21 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
     );
     println!("|---|---|---|---|---|---|---|---|");
     let mut flat_ok = true;
+    let flat = |x: &Sample, b: &Sample| x.rate / b.rate;
     for (i, live) in LIVE.into_iter().enumerate() {
-        let ratio = per_round(i, 0, &|x, b| x.rate / b.rate);
-        let cpu = per_round(i, 0, &|x, b| b.front_us / x.front_us);
-        let v = if i == 0 {
-            "—"
+        // The baseline row is itself: 1.00.
+        let (ratio, cpu, rounds, v) = if i == 0 {
+            (1.0, 1.0, "—".to_string(), "—")
         } else {
-            verdict(ratio, FLAT_TARGET)
+            let ratio = per_round(i, &flat);
+            let cpu = per_round(i, &|x, b| b.front_us / x.front_us);
+            (ratio, cpu, spread(i, &flat), verdict(ratio, FLAT_TARGET))
         };
         flat_ok &= v != "MISS";
         println!(
-            "| {} | {} | {ratio:.2} | {} | {:.1} | {cpu:.2} | {:.1} | {v} |",
+            "| {} | {} | {ratio:.2} | {rounds} | {:.1} | {cpu:.2} | {:.1} | {v} |",
             thousands(live as f64),
             thousands(rate(i)),
-            spread(i, 0, &|x, b| x.rate / b.rate),
             cpu_of(i, &|s| s.front_us),
             cpu_of(i, &|s| s.gateway_us),
         );
@@ -1069,19 +1162,22 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
     let judged = |i: usize| i != LIVE.len();
     println!(
         "\n## 2. The gateway hop, static backend\n\n\
-         The same site, 1 live activity. ratio: median of per-round req/s ratios \
-         (gateway / direct), rounds: their lowest and highest; CPU ratio: direct server µs / gateway server µs, server = \
-         front nginx worker + gateway + backend worker, all on CPU 0.\n"
+         The same site, 1 live activity. ratio: median of the rounds' req/s ratios \
+         (the gateway runs just before and after / direct), rounds: their lowest and highest; CPU ratio: direct server µs / gateway server µs, server = \
+         front nginx worker + gateway + backend worker, all on CPU 0; switches: the \
+         context switches per request of each (front, gateway, backend).\n"
     );
     println!(
-        "| path | req/s | front µs/req | gateway µs/req | backend µs/req | server µs/req | ratio | rounds | CPU ratio | verdict |"
+        "| path | req/s | front µs/req | gateway µs/req | backend µs/req | server µs/req | switches/req | ratio | rounds | CPU ratio | verdict |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    // Gateway / direct, the gateway's runs being the baseline's around the direct run.
+    let hop = |d: &Sample, g: &Sample| g.rate / d.rate;
     let line = |i: usize, label: &str, ratio: Option<(f64, f64)>| {
         let (r, rounds, c, v) = match ratio {
             Some((r, c)) => (
                 format!("{r:.2}"),
-                spread(gateway_row, i, &|g, d| g.rate / d.rate),
+                spread(i, &hop),
                 format!("{c:.2}"),
                 if judged(i) {
                     verdict(r, HOP_TARGET)
@@ -1091,20 +1187,22 @@ fn report(rows: &[Row], samples: &[Vec<Sample>], starts: &[f64], sweep: &Sweep) 
             ),
             None => ("—".into(), "—".into(), "—".into(), "—"),
         };
+        let switches = [0, 1, 2].map(|k| format!("{:.2}", cpu_of(i, &|s| s.switches[k])));
         println!(
-            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {r} | {rounds} | {c} | {v} |",
+            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {r} | {rounds} | {c} | {v} |",
             thousands(rate(i)),
             cpu_of(i, &|s| s.front_us),
             cpu_of(i, &|s| s.gateway_us),
             cpu_of(i, &|s| s.backend_us),
             cpu_of(i, &Sample::server_us),
+            switches.join(", "),
         );
     };
     line(gateway_row, "nginx -> gateway -> backend", None);
     let mut hop_ok = true;
     for i in direct {
-        let ratio = per_round(gateway_row, i, &|g, d| g.rate / d.rate);
-        let cpu = per_round(gateway_row, i, &|g, d| d.server_us() / g.server_us());
+        let ratio = per_round(i, &hop);
+        let cpu = per_round(i, &|d, g| d.server_us() / g.server_us());
         line(i, &rows[i].label, Some((ratio, cpu)));
         let (target, v) = if judged(i) {
             (format!(">= {HOP_TARGET:.2}"), verdict(ratio, HOP_TARGET))
