@@ -890,14 +890,7 @@ async fn idle_connections_and_unfinished_heads_are_closed_and_busy_ones_kept() {
     .await
     .expect("writes half a head");
     let mut busy = UnixStream::connect(&gw.socket).await.expect("connects");
-    let body = call(1, "eth_chainId").to_string();
-    let head = format!(
-        "POST / HTTP/1.1\r\nHost: gateway\r\n{USER_HEADER}: {USER}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    busy.write_all(format!("{head}{body}").as_bytes())
-        .await
-        .expect("writes a call");
+    send_raw(&mut busy, &call(1, "eth_chainId").to_string()).await;
 
     let limit = Duration::from_secs(u64::from(IDLE_SECS));
     for (what, mut stream) in [
@@ -1236,7 +1229,7 @@ async fn an_answer_larger_than_the_socket_buffer_waits_for_a_slow_reader() {
 }
 
 /// A POST on `write` as nginx sends it, with the activity's user.
-async fn send_raw(write: &mut tokio::net::unix::OwnedWriteHalf, body: &str) {
+async fn send_raw(write: &mut (impl tokio::io::AsyncWrite + Unpin), body: &str) {
     let request = format!(
         "POST / HTTP/1.1\r\nHost: gateway\r\n{USER_HEADER}: {USER}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
