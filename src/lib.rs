@@ -30,6 +30,7 @@ pub mod session;
 pub mod signals;
 pub mod status;
 pub mod text;
+pub mod units;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

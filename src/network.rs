@@ -77,6 +77,18 @@ pub struct NetworkSpec {
     /// `config`); checked there, where the error can name the key.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub limits: serde_json::Map<String, serde_json::Value>,
+    /// Which methods this network's activities may call (see `gateway::Policy`);
+    /// `http_api`'s namespaces when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<MethodsSpec>,
+}
+
+/// A network's `methods` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodsSpec {
+    /// Namespaces (`eth`) or whole method names (`debug_traceTransaction`).
+    pub allow: Vec<String>,
 }
 
 impl NetworkSpec {
@@ -88,6 +100,7 @@ impl NetworkSpec {
             chain_id: None,
             mode: Mode::Managed,
             limits: serde_json::Map::new(),
+            methods: None,
         }
     }
 }

@@ -26,6 +26,22 @@ pub struct NodeSpec {
     /// The operator's extra flags, already checked against the managed ones.
     pub erigon_args: Vec<String>,
     pub rpcdaemon_args: Vec<String>,
+    pub bounds: CallBounds,
+}
+
+/// What one call may make rpcdaemon do, whatever the client asks: rpcdaemon's own
+/// defaults (a 5-minute EVM time and 30-minute writes) let one call hold the node far
+/// past the gateway's call timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallBounds {
+    /// `--rpc.evmtimeout`: one `eth_call`, `eth_estimateGas` or trace's EVM time.
+    pub evm_timeout_ms: u64,
+    /// `--rpc.gascap`: gas of one `eth_call` or `eth_estimateGas`.
+    pub gas_cap: u64,
+    /// `--rpc.returndata.limit`: bytes an `eth_call` may return.
+    pub returndata_bytes: u64,
+    /// `--rpc.batch.concurrency`: calls of one batch served at once.
+    pub batch_concurrency: u32,
 }
 
 /// Flags the runtime sets on erigon for each network; configuration may not repeat
@@ -47,7 +63,7 @@ pub const ERIGON_FLAGS: [&str; 11] = [
 /// Flags the runtime sets on rpcdaemon. `--ws` serves WebSocket upgrades on the HTTP
 /// port; `--ws.port` set to the same port stops newer rpcdaemons from opening a second,
 /// WebSocket-only listener on 8546, which would collide between networks.
-pub const RPCDAEMON_FLAGS: [&str; 8] = [
+pub const RPCDAEMON_FLAGS: [&str; 12] = [
     "--datadir",
     "--private.api.addr",
     "--http.addr",
@@ -56,6 +72,10 @@ pub const RPCDAEMON_FLAGS: [&str; 8] = [
     "--http.vhosts",
     "--ws",
     "--ws.port",
+    "--rpc.evmtimeout",
+    "--rpc.gascap",
+    "--rpc.returndata.limit",
+    "--rpc.batch.concurrency",
 ];
 
 /// Refuses operator arguments that would override a managed flag; `key` is the
@@ -98,7 +118,8 @@ impl NodeSpec {
         ]
     }
 
-    pub fn rpcdaemon_flags(&self) -> [(&'static str, String); 8] {
+    pub fn rpcdaemon_flags(&self) -> [(&'static str, String); 12] {
+        let b = &self.bounds;
         [
             ("--datadir", self.datadir.display().to_string()),
             ("--private.api.addr", self.private_api().to_string()),
@@ -108,6 +129,11 @@ impl NodeSpec {
             ("--http.vhosts", self.http_vhosts.join(",")),
             ("--ws", "true".to_string()),
             ("--ws.port", self.rpc.port().to_string()),
+            // A Go duration.
+            ("--rpc.evmtimeout", format!("{}ms", b.evm_timeout_ms)),
+            ("--rpc.gascap", b.gas_cap.to_string()),
+            ("--rpc.returndata.limit", b.returndata_bytes.to_string()),
+            ("--rpc.batch.concurrency", b.batch_concurrency.to_string()),
         ]
     }
 
@@ -151,6 +177,12 @@ mod tests {
             http_vhosts: vec!["localhost".into()],
             erigon_args: vec!["--prune.mode=full".into()],
             rpcdaemon_args: vec![],
+            bounds: CallBounds {
+                evm_timeout_ms: 25_000,
+                gas_cap: 50_000_000,
+                returndata_bytes: 100_000,
+                batch_concurrency: 2,
+            },
         }
     }
 
@@ -174,6 +206,14 @@ mod tests {
         let args = with_flags(spec.rpcdaemon_flags(), &spec.rpcdaemon_args);
         assert!(args.contains(&"--http.port=8560".to_string()), "{args:?}");
         assert!(args.contains(&"--ws.port=8560".to_string()), "{args:?}");
+        assert!(
+            args.contains(&"--rpc.evmtimeout=25000ms".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--rpc.gascap=50000000".to_string()),
+            "{args:?}"
+        );
     }
 
     #[test]

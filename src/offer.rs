@@ -16,10 +16,15 @@ pub const WS: &str = "golem.runtime.erigon.endpoint.ws";
 pub const TLS: &str = "golem.runtime.erigon.endpoint.tls";
 pub const APIS: &str = "golem.runtime.erigon.endpoint.apis";
 pub const BILLING: &str = "golem.runtime.erigon.request-counter";
+pub const CU_BILLING: &str = "golem.runtime.erigon.compute-unit-counter";
 /// `<LIMITS>.<network>.<limit>`, e.g. `golem.runtime.erigon.limits.sepolia.calls-per-sec`.
 pub const LIMITS: &str = "golem.runtime.erigon.limits";
-/// `<WEIGHTS>.<method>`: compute units of a method whose weight is not 1.
-pub const WEIGHTS: &str = "golem.runtime.erigon.method-weights";
+/// `<UNITS>.<method>`: the compute units each call of a method weighs;
+/// `<UNITS>.default` for a method the table does not list.
+pub const UNITS: &str = "golem.runtime.erigon.compute-units";
+/// `<METHODS>.<network>.allow`: the namespaces and methods an activity may call;
+/// `<METHODS>.denied`: the namespaces no activity may ever call.
+pub const METHODS: &str = "golem.runtime.erigon.methods";
 
 /// `{"properties": …, "constraints": ""}`: what a requestor can constrain its demand on.
 pub async fn template(config: &Config) -> Value {
@@ -44,6 +49,7 @@ pub async fn template(config: &Config) -> Value {
             TLS: config.tls(),
             APIS: config.http_api(),
             BILLING: crate::billing::COUNTER,
+            CU_BILLING: crate::billing::CU_COUNTER,
     });
     if let Some(map) = properties.as_object_mut() {
         for network in &all {
@@ -55,12 +61,25 @@ pub async fn template(config: &Config) -> Value {
                 ("batch", limits.batch),
                 ("websockets", limits.websockets),
                 ("body-bytes", limits.body_bytes),
+                ("cu-per-sec", limits.cu_per_sec),
+                ("cu-burst", limits.cu_burst),
+                ("call-timeout-ms", limits.call_timeout_ms),
+                ("logs-blocks", limits.logs_blocks),
+                ("subscriptions", limits.subscriptions),
             ] {
                 map.insert(format!("{LIMITS}.{network}.{name}"), json!(value));
             }
+            let policy = config.policy(network);
+            map.insert(
+                format!("{METHODS}.{network}.allow"),
+                json!(policy.allowed()),
+            );
         }
-        for (method, weight) in config.method_weights() {
-            map.insert(format!("{WEIGHTS}.{method}"), json!(weight));
+        map.insert(format!("{METHODS}.denied"), json!(crate::gateway::DENIED));
+        let weights = config.weights();
+        map.insert(format!("{UNITS}.default"), json!(weights.default));
+        for (method, weight) in &weights.methods {
+            map.insert(format!("{UNITS}.{method}"), json!(weight));
         }
     }
     json!({"constraints": "", "properties": properties})

@@ -201,16 +201,18 @@ impl Session {
         self.credentials.revoke()
     }
 
-    /// The calls billed so far; `None` once cut off.
+    /// The bill so far; `None` once cut off.
     pub fn billed(&self) -> Option<crate::gateway::Ledger> {
         self.gateway.as_ref().map(Gateway::ledger)
     }
 
     /// Ends the activity's service: the password stops working, then every connection
     /// of the gateway is closed (keep-alive HTTP and WebSockets). The future resolves
-    /// to the final count of billed calls, or `None` if the activity was cut off
-    /// before. It borrows nothing, so the caller may release the activity's state.
-    pub fn cut_off(&mut self) -> impl std::future::Future<Output = Option<u64>> + 'static {
+    /// to the final bill, or `None` if the activity was cut off before. It borrows
+    /// nothing, so the caller may release the activity's state.
+    pub fn cut_off(
+        &mut self,
+    ) -> impl std::future::Future<Output = Option<crate::gateway::Bill>> + 'static {
         let revoke = self.credentials.revoke();
         let gateway = self.gateway.take();
         async move {

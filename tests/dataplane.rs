@@ -2,15 +2,13 @@
 //! the shipped site, the runtime binary with its gateway, and anvil (a real Ethereum
 //! JSON-RPC node, from npm) as the operator's shared node.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use harness::anvil::Anvil;
 use harness::nginx::{free_port, prepare_auth_dir};
 use harness::provider::Provider;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -21,50 +19,15 @@ const COUNTER: &str = ya_runtime_erigon::billing::COUNTER;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// anvil on `port`, answering as the dev chain (1337) and mining a block a second.
-async fn anvil(port: u16) -> tokio::process::Child {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    assert!(
-        bin.is_file(),
-        "anvil is not installed: run `npm ci --prefix tests/tools` (.ci/test does)"
-    );
-    let mut child = tokio::process::Command::new(bin)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--chain-id",
-            "1337",
-            "--block-time",
-            "1",
-        ])
-        .arg("--port")
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("anvil starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.trim().starts_with("Listening on ") {
-                return;
-            }
-        }
-        panic!("anvil exited before listening");
-    };
-    tokio::time::timeout(Duration::from_secs(30), ready)
-        .await
-        .expect("anvil listens within 30 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+async fn anvil(port: u16) -> Anvil {
+    Anvil::start(port, &["--chain-id", "1337", "--block-time", "1"]).await
 }
 
 /// A provider whose `dev` network is shared, served by anvil as the operator's node,
 /// behind the real nginx with `workers` worker processes.
 async fn shared_anvil_behind_nginx(
     workers: &'static str,
-) -> (Provider, tokio::process::Child, harness::nginx::Nginx) {
+) -> (Provider, Anvil, harness::nginx::Nginx) {
     let port = free_port();
     let provider = Provider::new(json!({
         "public_addr": format!("http://127.0.0.1:{port}"),

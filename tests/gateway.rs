@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use harness::anvil::Anvil;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, StatusCode};
@@ -22,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
 use ya_runtime_erigon::gateway::{
-    Gateway, GatewaySpec, Limits, Weights, IDLE_SECS, NOTIFICATION, USER_HEADER,
+    Bill, Gateway, GatewaySpec, Limits, Policy, Weights, IDLE_SECS, NOTIFICATION, USER_HEADER,
 };
 
 /// The activity's user, which nginx names in [`USER_HEADER`] on every request.
@@ -37,46 +38,9 @@ fn ws_request() -> tokio_tungstenite::tungstenite::handshake::client::Request {
     request
 }
 
-/// A running anvil, killed when dropped.
-struct Anvil {
-    _child: Child,
-    addr: SocketAddr,
-}
-
-/// Starts anvil on a free loopback port; ready once it says where it listens.
+/// anvil on a free loopback port.
 async fn anvil(extra: &[&str]) -> Anvil {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    assert!(
-        bin.is_file(),
-        "anvil is not installed: run `npm ci --prefix tests/tools` (.ci/test does)"
-    );
-    let mut child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("anvil starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let listening = async {
-        while let Some(line) = lines.next_line().await.expect("anvil's stdout") {
-            if let Some(addr) = line.trim().strip_prefix("Listening on ") {
-                return addr.parse::<SocketAddr>().expect("an address");
-            }
-        }
-        panic!("anvil exited before listening");
-    };
-    let addr = tokio::time::timeout(Duration::from_secs(30), listening)
-        .await
-        .expect("anvil listens within 30 s");
-    // anvil logs every call: keep its pipe from filling.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Anvil {
-        _child: child,
-        addr,
-    }
+    Anvil::start(0, extra).await
 }
 
 struct Setup {
@@ -93,6 +57,7 @@ async fn gateway(upstream: SocketAddr, limits: Limits, weights: Weights) -> Setu
         upstream,
         limits,
         weights,
+        policy: Policy::default(),
         user: USER.into(),
     };
     let gateway = Gateway::start(spec, None)
@@ -181,10 +146,22 @@ fn answered(a: &Answer) -> u64 {
     }
 }
 
+/// Limits no retry of the same request can pass: refused with 413 and no
+/// `Retry-After`, so that clients split or change the request instead.
+const PERMANENT: [&str; 3] = ["batch", "body_bytes", "cu_burst"];
+
 /// Asserts a refusal as hosted services word it, for each call.
 fn assert_refused(a: &Answer, limit: &str, calls: usize) {
-    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
-    assert!(a.retry_after.is_some_and(|s| s >= 1), "Retry-After ≥ 1");
+    if PERMANENT.contains(&limit) {
+        assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.body);
+        assert_eq!(
+            a.retry_after, None,
+            "no Retry-After for a request that can never pass"
+        );
+    } else {
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+        assert!(a.retry_after.is_some_and(|s| s >= 1), "Retry-After ≥ 1");
+    }
     let errors = match &a.body {
         Value::Array(items) => items.clone(),
         one => vec![one.clone()],
@@ -208,29 +185,44 @@ async fn http_bills_each_answered_call_and_nothing_else() {
 
     let a = c.post(call(1, "eth_chainId").to_string()).await;
     assert_eq!(a.body["result"], json!("0x7a69"));
-    assert_eq!(gw.gateway.billed(), 1);
+    assert_eq!(gw.gateway.billed().calls, 1);
 
     // A batch at the limit is one batch for the node and n calls billed.
     let a = c.post(batch(100, "eth_blockNumber")).await;
     assert_eq!(answered(&a), 100);
-    assert_eq!(gw.gateway.billed(), 101);
+    assert_eq!(gw.gateway.billed().calls, 101);
 
     // 10,000 calls in one POST: refused whole, billed nothing.
     let a = c.post(batch(10_000, "eth_chainId")).await;
     assert_refused(&a, "batch", 1);
-    assert_eq!(gw.gateway.billed(), 101);
+    assert_eq!(gw.gateway.billed().calls, 101);
 
     // The node answered with an error: it did the work, so it counts.
-    let a = c.post(call(7, "no_such_method").to_string()).await;
+    let a = c.post(call(7, "eth_noSuchMethod").to_string()).await;
     assert_eq!(a.body["error"]["code"], json!(-32601));
-    assert_eq!(gw.gateway.billed(), 102);
+    assert_eq!(gw.gateway.billed().calls, 102);
 
-    // A notification is forwarded (anvil: 204) and counts.
+    // A notification is forwarded (anvil: 204): no call answered, its weight
+    // billed.
     let a = c
         .post(json!({"jsonrpc":"2.0","method":"eth_chainId"}).to_string())
         .await;
     assert!(a.status.is_success());
-    assert_eq!(gw.gateway.billed(), 103);
+    assert_eq!(
+        gw.gateway.billed(),
+        Bill {
+            calls: 102,
+            units: 103
+        }
+    );
+
+    // A method outside the policy is answered by the gateway, never billed.
+    let a = c.post(call(8, "no_such_method").to_string()).await;
+    assert_eq!(a.body["error"]["code"], json!(-32601));
+    assert_eq!(
+        a.body["error"]["message"],
+        json!("method not allowed: no_such_method")
+    );
 
     // Answered by the gateway itself, never forwarded, never billed.
     let a = c.post("{\"jsonrpc\":\"2.0\",").await;
@@ -244,11 +236,17 @@ async fn http_bills_each_answered_call_and_nothing_else() {
         .await
         .expect("an answer");
     assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(gw.gateway.billed(), 103);
+    assert_eq!(
+        gw.gateway.billed(),
+        Bill {
+            calls: 102,
+            units: 103
+        }
+    );
 
     // The same keep-alive connection served everything.
     assert!(!c.task.is_finished());
-    assert_eq!(gw.gateway.close().await, 103);
+    assert_eq!(gw.gateway.close().await.calls, 102);
 }
 
 #[tokio::test]
@@ -268,11 +266,17 @@ async fn weights_price_methods() {
         .post(json!([balance, call(2, "eth_chainId")]).to_string())
         .await;
     assert_eq!(answered(&a), 2);
-    assert_eq!(gw.gateway.billed(), 7);
+    assert_eq!(gw.gateway.billed(), Bill { calls: 2, units: 7 });
     let answers = ws_call(&mut ws, json!([balance, call(3, "eth_chainId")])).await;
     assert_eq!(answers.as_array().map(Vec::len), Some(2));
     drop(ws);
-    assert_eq!(gw.gateway.close().await, 14);
+    assert_eq!(
+        gw.gateway.close().await,
+        Bill {
+            calls: 4,
+            units: 14
+        }
+    );
 }
 
 #[tokio::test]
@@ -314,8 +318,8 @@ async fn a_flood_over_the_rate_is_refused_and_billing_equals_the_calls_served() 
     }
     assert!(refused > 0, "the flood was refused in part");
     assert!(served >= 100, "the burst was served: {served}");
-    assert_eq!(gw.gateway.billed(), served);
-    assert_eq!(gw.gateway.close().await, served);
+    assert_eq!(gw.gateway.billed().calls, served);
+    assert_eq!(gw.gateway.close().await.calls, served);
 }
 
 /// A node that never finishes an answer: on its first connection it sends
@@ -377,7 +381,7 @@ async fn calls_in_flight_are_limited_and_a_stop_drops_them_unanswered() {
     assert_refused(&third, "in_flight", 3);
 
     let started = Instant::now();
-    assert_eq!(gw.gateway.close().await, 0);
+    assert_eq!(gw.gateway.close().await.calls, 0);
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
@@ -401,7 +405,7 @@ async fn a_failing_node_bills_nothing() {
     let a = c.post(batch(2, "eth_chainId")).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.body[1]["error"]["code"], json!(-32603));
-    assert_eq!(gw.gateway.close().await, 0);
+    assert_eq!(gw.gateway.close().await.calls, 0);
 
     // A node answering 500.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
@@ -421,7 +425,7 @@ async fn a_failing_node_bills_nothing() {
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.body["error"]["code"], json!(-32603));
     assert_eq!(a.body["id"], json!(1));
-    assert_eq!(gw.gateway.close().await, 0);
+    assert_eq!(gw.gateway.close().await.calls, 0);
 }
 
 #[tokio::test]
@@ -446,7 +450,7 @@ async fn bodies_over_the_size_limit_are_refused_unread() {
         .expect("writes");
     let mut head = [0u8; 12];
     raw.read_exact(&mut head).await.expect("an answer");
-    assert_eq!(&head, b"HTTP/1.1 429");
+    assert_eq!(&head, b"HTTP/1.1 413");
 
     // A chunked body is cut off at the limit as it is read.
     let mut raw = UnixStream::connect(&gw.socket).await.expect("connects");
@@ -460,7 +464,7 @@ async fn bodies_over_the_size_limit_are_refused_unread() {
     }
     let mut head = [0u8; 12];
     raw.read_exact(&mut head).await.expect("an answer");
-    assert_eq!(&head, b"HTTP/1.1 429");
+    assert_eq!(&head, b"HTTP/1.1 413");
 
     // On a WebSocket: the error, then a Close (the message was not read).
     let mut ws = websocket(&gw.socket).await;
@@ -468,7 +472,7 @@ async fn bodies_over_the_size_limit_are_refused_unread() {
     let answer = next_text(&mut ws).await.expect("an error");
     assert_eq!(answer["error"]["code"], json!(-32005));
     assert!(matches!(ws.next().await, Some(Ok(Ws::Close(_))) | None));
-    assert_eq!(gw.gateway.close().await, 1);
+    assert_eq!(gw.gateway.close().await.calls, 1);
 }
 
 type Client = WebSocketStream<UnixStream>;
@@ -552,8 +556,8 @@ async fn websocket_calls_are_billed_and_limited_per_call() {
             json!("limit exceeded: calls_per_sec (1)")
         );
     }
-    assert_eq!(gw.gateway.billed(), 6);
-    assert_eq!(gw.gateway.close().await, 6);
+    assert_eq!(gw.gateway.billed().calls, 6);
+    assert_eq!(gw.gateway.close().await.calls, 6);
     assert_eq!(next_text(&mut ws).await, None);
 }
 
@@ -665,7 +669,7 @@ async fn websocket_frames_are_relayed_as_rfc_6455_says_and_breaches_close_the_so
         (answer["id"].clone(), answer["result"].clone()),
         (json!(7), json!("0x7a69"))
     );
-    assert_eq!(gw.gateway.billed(), 1);
+    assert_eq!(gw.gateway.billed().calls, 1);
 
     // Pieces of 600 bytes: the second takes the message past 1000.
     let mut ws = websocket(&gw.socket).await;
@@ -715,7 +719,7 @@ async fn websocket_frames_are_relayed_as_rfc_6455_says_and_breaches_close_the_so
         );
     }
     assert_eq!(
-        gw.gateway.close().await,
+        gw.gateway.close().await.calls,
         1,
         "only the one call answered is billed"
     );
@@ -754,7 +758,14 @@ async fn subscriptions_notify_at_their_weight() {
         }
         notifications += 1;
     }
-    assert_eq!(gw.gateway.close().await, 2 + 3 * notifications);
+    let bill = gw.gateway.close().await;
+    assert_eq!(
+        bill,
+        Bill {
+            calls: 2,
+            units: 2 + 3 * notifications
+        }
+    );
 }
 
 #[tokio::test]
@@ -779,7 +790,8 @@ async fn a_stop_closes_keep_alive_connections_and_live_subscriptions() {
     next_text(&mut ws).await.expect("a new head");
     received += 1;
 
-    let billed = gw.gateway.close().await;
+    // Calls and notifications alike weigh 1 here: the units count both.
+    let billed = gw.gateway.close().await.units;
     let closed = Instant::now();
     // What was already on its way is read; then a Close frame, within 1 s.
     let end = loop {
@@ -862,7 +874,7 @@ async fn requests_for_another_user_are_refused_unread_and_unbilled() {
     // The holder itself is served, and billed for that call alone.
     let mut c = connect(&gw.socket).await;
     assert_eq!(answered(&c.post(body).await), 1);
-    assert_eq!(gw.gateway.close().await, 1);
+    assert_eq!(gw.gateway.close().await.calls, 1);
 }
 
 /// hyper's header timeout is off (it cost a timer per request): the
@@ -917,7 +929,7 @@ async fn idle_connections_and_unfinished_heads_are_closed_and_busy_ones_kept() {
         early.is_err(),
         "a connection waiting on the node was closed: {early:?}"
     );
-    assert_eq!(gw.gateway.close().await, 0);
+    assert_eq!(gw.gateway.close().await.calls, 0);
     let read = tokio::time::timeout(Duration::from_secs(1), busy.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0))), "the stop closes it: {read:?}");
     held.abort();
@@ -939,6 +951,7 @@ async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
             upstream: node.addr,
             limits: Limits::default(),
             weights: Weights::default(),
+            policy: Policy::default(),
             user: USER.into(),
         },
         None,
@@ -956,7 +969,7 @@ async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
         answered(&c.post(call(1, "eth_chainId").to_string()).await),
         1
     );
-    assert_eq!(gw2.close().await, 1);
+    assert_eq!(gw2.close().await.calls, 1);
 }
 
 async fn gateway_at(socket: &Path, upstream: SocketAddr) -> Gateway {
@@ -966,6 +979,7 @@ async fn gateway_at(socket: &Path, upstream: SocketAddr) -> Gateway {
             upstream,
             limits: Limits::default(),
             weights: Weights::default(),
+            policy: Policy::default(),
             user: USER.into(),
         },
         None,
@@ -999,7 +1013,7 @@ async fn connections_past_the_limit_are_turned_away() {
     extra.read_to_string(&mut answer).await.expect("reads");
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     assert!(answer.contains("limit exceeded: connections"), "{answer}");
-    assert_eq!(gw.gateway.close().await, 1);
+    assert_eq!(gw.gateway.close().await.calls, 1);
 }
 
 #[tokio::test]
@@ -1034,7 +1048,7 @@ async fn bodies_held_at_once_share_a_bounded_budget() {
     // The others are still being read: no second answer.
     let second = tokio::time::timeout(Duration::from_millis(500), readers.join_next()).await;
     assert!(second.is_err(), "{second:?}");
-    assert_eq!(gw.gateway.close().await, 0);
+    assert_eq!(gw.gateway.close().await.calls, 0);
 }
 
 /// A TCP relay in front of the node that counts the connections made to it
@@ -1130,7 +1144,7 @@ async fn calls_reuse_one_connection_to_the_node() {
         made, 1,
         "{made} connections to the node for 40 sequential requests"
     );
-    assert_eq!(gw.gateway.close().await, 80);
+    assert_eq!(gw.gateway.close().await.calls, 80);
 }
 
 /// Node connections follow nginx's: one for each connection from nginx,
@@ -1168,7 +1182,7 @@ async fn each_connection_has_its_own_node_connection_closed_with_it() {
         again.body
     );
     assert_eq!(relay.made(), 3, "B's call went on a new connection");
-    assert_eq!(gw.gateway.close().await, 5);
+    assert_eq!(gw.gateway.close().await.calls, 5);
     relay.until_live(0, "after the stop").await;
 }
 
@@ -1226,6 +1240,92 @@ async fn an_answer_larger_than_the_socket_buffer_waits_for_a_slow_reader() {
     drop(write);
     let printed = gw.close().await;
     assert!(printed.iter().any(|l| l == "billed 3"), "{printed:?}");
+}
+
+/// Large answers to many connections, read at once or not read at all: 32
+/// connections read 2 MiB answers for 2 s, then 40 ask for one each and read
+/// nothing for 2 s (nginx relays without buffering, so a client that stops
+/// reading stops nginx reading the gateway). The gateway, alone in its
+/// process, must stay under 20 MB, and bill exactly the answers that reached
+/// the clients once they read. (Its node connections' reads once grew to
+/// hyper's 400 KiB each: 37 MB through nginx.)
+#[tokio::test]
+async fn large_answers_to_readers_and_stalled_clients_keep_the_gateway_small() {
+    const PHASE: Duration = Duration::from_secs(2);
+    const LIMIT_KIB: u64 = 20 * 1024;
+    let node = anvil(&[]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let gw = gateway_process(node.addr, dir.path(), None).await;
+    let code = "0x00000000000000000000000000000000000000aa";
+    let big = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "eth_call",
+            "params": [{"to": code, "gas": "0x1c9c380"}, "latest",
+                       {code: {"code": "0x621000006000f3"}}]})
+        .to_string()
+    };
+    let mut answered_calls = 0u64;
+    let deadline = Instant::now() + PHASE;
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let socket = gw.socket.clone();
+        let body = big(1);
+        readers.spawn(async move {
+            let mut c = connect(&socket).await;
+            let mut served = 0u64;
+            while Instant::now() < deadline {
+                let a = c.post(body.clone()).await;
+                if a.status == StatusCode::OK {
+                    assert_eq!(a.body["result"].as_str().map(str::len), Some(2 + (2 << 20)));
+                    served += 1;
+                }
+            }
+            served
+        });
+    }
+    while let Some(served) = readers.join_next().await {
+        answered_calls += served.expect("a reader");
+    }
+    let after_readers = status_kib(gw.pid, "VmHWM");
+
+    let mut stalled = Vec::new();
+    for i in 0..40 {
+        let (read, mut write) = UnixStream::connect(&gw.socket)
+            .await
+            .expect("connects")
+            .into_split();
+        send_raw(&mut write, &big(i)).await;
+        stalled.push((BufReader::new(read), write));
+    }
+    // The flood's length, not a wait for an event: the gateway has all this
+    // time to grow.
+    tokio::time::sleep(PHASE).await;
+    let after_stalled = status_kib(gw.pid, "VmHWM");
+    for (mut read, write) in stalled {
+        let (status, answer) = read_raw(&mut read).await;
+        match status {
+            200 => {
+                assert!(answer["result"].is_string(), "{answer}");
+                answered_calls += 1;
+            }
+            _ => assert_eq!(answer["error"]["code"], json!(-32005), "{answer}"),
+        }
+        drop(write);
+    }
+    println!(
+        "gateway peak RSS: {after_readers} KiB after 32 readers, {after_stalled} KiB after 40 stalled; {answered_calls} answered"
+    );
+    for (phase, peak) in [
+        ("readers", after_readers),
+        ("stalled clients", after_stalled),
+    ] {
+        assert!(
+            peak < LIMIT_KIB,
+            "the gateway stays under 20 MB: {peak} KiB after the {phase}"
+        );
+    }
+    let printed = gw.close().await;
+    let billed = format!("billed {answered_calls}");
+    assert!(printed.contains(&billed), "{printed:?}, want {billed}");
 }
 
 /// A POST on `write` as nginx sends it, with the activity's user.
@@ -1298,12 +1398,13 @@ async fn serve_for_measurement() {
         upstream: upstream.parse().expect("an address"),
         limits,
         weights: Weights::default(),
+        policy: Policy::default(),
         user: USER.into(),
     };
     let gateway = Gateway::start(spec, None).await.expect("starts");
     println!("ready");
     let _ = tokio::io::stdin().read(&mut [0u8; 1]).await;
-    println!("billed {}", gateway.close().await);
+    println!("billed {}", gateway.close().await.calls);
 }
 
 struct Process {

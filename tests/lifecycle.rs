@@ -118,6 +118,11 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
             "--http.vhosts=localhost".into(),
             "--ws=true".into(),
             format!("--ws.port={http}"),
+            // What one call may make the node do (configuration defaults).
+            "--rpc.evmtimeout=25000ms".into(),
+            "--rpc.gascap=50000000".into(),
+            "--rpc.returndata.limit=100000".into(),
+            "--rpc.batch.concurrency=2".into(),
         ]
     );
     let env: Vec<&String> = erigon["env"].as_object().unwrap().keys().collect();

@@ -122,14 +122,32 @@ fn the_offer_advertises_what_a_requestor_can_constrain_on() {
     assert_eq!(limit("sepolia.batch"), 20);
     assert_eq!(limit("mainnet.batch"), 20);
     assert_eq!(limit("sepolia.websockets"), 16);
+    assert_eq!(limit("sepolia.cu-per-sec"), 5000);
+    assert_eq!(limit("sepolia.call-timeout-ms"), 30000);
+    assert_eq!(limit("sepolia.logs-blocks"), 10000);
+    assert_eq!(limit("sepolia.subscriptions"), 32);
+    // Each method's price in compute units: the shipped table, with the
+    // configuration's `method_weights` over it; and the counter that sums them.
+    let units = |m: &str| props[&format!("golem.runtime.erigon.compute-units.{m}")].clone();
+    assert_eq!(units("debug_traceTransaction"), 20);
+    assert_eq!(units("eth_call"), 17);
+    assert_eq!(units("eth_subscription"), 0);
+    assert_eq!(units("default"), 100);
     assert_eq!(
-        props["golem.runtime.erigon.method-weights.debug_traceTransaction"],
-        20
+        props["golem.runtime.erigon.compute-unit-counter"],
+        "golem.usage.erigon.compute-units"
     );
+    // The method policy: http_api's namespaces, and the ones never allowed.
     assert_eq!(
-        props["golem.runtime.erigon.method-weights.eth_subscription"],
-        0
+        props["golem.runtime.erigon.methods.sepolia.allow"],
+        json!(["eth", "erigon", "web3", "net", "debug", "trace", "txpool"])
     );
+    let denied = &props["golem.runtime.erigon.methods.denied"];
+    for ns in [
+        "admin", "anvil", "evm", "hardhat", "personal", "miner", "engine",
+    ] {
+        assert!(denied.as_array().unwrap().contains(&json!(ns)), "{denied}");
+    }
 
     // The README's requestor-side example, and its misses.
     let wanted = "(&(golem.runtime.erigon.networks=sepolia)(golem.runtime.erigon.endpoint.ws=true)(golem.runtime.erigon.version=3.*))";

@@ -39,6 +39,21 @@ fn the_descriptor_matches_the_crate_and_the_preset() {
             .unwrap()
             > 0.0
     );
+    // Every counter the runtime reports is declared, and priced by the preset.
+    for counter in [
+        ya_runtime_erigon::billing::COUNTER,
+        ya_runtime_erigon::billing::CU_COUNTER,
+    ] {
+        assert_eq!(
+            entry["config"]["counters"][counter]["price"], true,
+            "{counter}"
+        );
+        let coeff = &preset["usage-coeffs"][counter];
+        assert!(
+            coeff.as_f64().is_some_and(|c| c > 0.0),
+            "{counter}: {coeff}"
+        );
+    }
 }
 
 #[test]

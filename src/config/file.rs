@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::check::{absolute, in_range};
-use super::gateway::{network_limits, validate_socket_dir};
+use super::gateway::{network_limits, network_policies, validate_socket_dir};
 use super::{Config, CredentialSettings, LogSettings, NodeSettings};
-use crate::gateway::Weights;
 use crate::hash::HashScheme;
 use crate::network::{NetworkSpec, Networks, NumberOrText, DEFAULT_NETWORKS};
 use crate::nodespec::{ERIGON_FLAGS, RPCDAEMON_FLAGS};
 use crate::text::printable;
+use crate::units::{Table, MAX_WEIGHT};
 
 /// The file's schema. Keys from the handbook example keep their meaning. A new key is
 /// a field here with its default below, and the section of [`RawConfig::validate`]
@@ -66,9 +66,18 @@ pub(super) struct RawConfig {
     seats: u16,
     /// Per-activity limits of every network (a network's `limits` overrides keys).
     limits: serde_json::Map<String, serde_json::Value>,
-    /// Compute units per JSON-RPC method (default 1 per call); `eth_subscription` is
-    /// the weight of each subscription notification (default 0).
+    /// Compute units per JSON-RPC method, over the compute-unit table's;
+    /// `eth_subscription` is the weight of each subscription notification.
     method_weights: BTreeMap<String, u32>,
+    /// The compute-unit table (see `units`): `compute-units.json` next to this file
+    /// by default, and the shipped table when that file does not exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compute_units_file: Option<PathBuf>,
+    /// What one call may make a managed rpcdaemon do (see `nodespec::CallBounds`).
+    rpc_evm_timeout_ms: u64,
+    rpc_gas_cap: u64,
+    rpc_returndata_bytes: u64,
+    rpc_batch_concurrency: u32,
 }
 
 /// Under the user's data folder; a HOME that is not UTF-8 cannot be written into the
@@ -121,6 +130,18 @@ impl Default for RawConfig {
             seats: crate::seat::DEFAULT_SEATS,
             limits: serde_json::Map::new(),
             method_weights: BTreeMap::new(),
+            compute_units_file: None,
+            // Just under the gateway's default call timeout (30 s): the node's own
+            // error, naming the reason, arrives first, and the work stops there.
+            rpc_evm_timeout_ms: 25_000,
+            // Erigon's and geth's default, so that eth_estimateGas answers as on any
+            // node; the EVM timeout bounds what it costs.
+            rpc_gas_cap: 50_000_000,
+            // rpcdaemon's default: a large eth_call answer is a bulk read in disguise.
+            rpc_returndata_bytes: 100_000,
+            // rpcdaemon's default: one batch takes at most two of its workers, so a
+            // full batch cannot occupy the node the neighbours share.
+            rpc_batch_concurrency: 2,
         }
     }
 }
@@ -186,6 +207,11 @@ impl RawConfig {
             seats,
             limits,
             method_weights,
+            compute_units_file,
+            rpc_evm_timeout_ms,
+            rpc_gas_cap,
+            rpc_returndata_bytes,
+            rpc_batch_concurrency,
         } = self;
         let public_addr = validate_public_addr(&public_addr)?;
         absolute("data_dir", &data_dir)?;
@@ -203,7 +229,23 @@ impl RawConfig {
         if port_base == 0 {
             return Err("key `port_base` is 0; accepted: 1 to 65535".into());
         }
-        let limits = network_limits(&limits, &networks)?;
+        let compute_units_file = match compute_units_file {
+            Some(path) => absolute("compute_units_file", &path).map(|()| path)?,
+            None => crate::units::path_next_to(file),
+        };
+        let mut weights = Table::load(&compute_units_file)?.weights();
+        for (method, weight) in method_weights {
+            in_range(
+                &format!("method_weights.{method}"),
+                weight,
+                0..=MAX_WEIGHT,
+                "",
+            )?;
+            weights.methods.insert(method, weight);
+        }
+        let limits = network_limits(&limits, &networks, &weights)?;
+        let http_api = words("http_api", http_api, "_")?;
+        let policies = network_policies(&networks, &http_api)?;
         let networks = Networks::new(networks, port_base, erigon_http_port)?;
         let default_network = networks
             .resolve(&default_network)
@@ -221,16 +263,35 @@ impl RawConfig {
             " (the ExeUnit kills the runtime 5 s after Shutdown)",
         )?;
         let logs = LogSettings::validate(log_dir, &data_dir, log_max_bytes, log_files)?;
-        let mut weights = Weights::default();
-        weights.methods.extend(method_weights);
+        in_range(
+            "rpc_evm_timeout_ms",
+            rpc_evm_timeout_ms,
+            100..=3_600_000,
+            "",
+        )?;
+        in_range("rpc_gas_cap", rpc_gas_cap, 21_000..=10_000_000_000, "")?;
+        in_range(
+            "rpc_returndata_bytes",
+            rpc_returndata_bytes,
+            1_000..=1 << 30,
+            "",
+        )?;
+        in_range("rpc_batch_concurrency", rpc_batch_concurrency, 1..=256, "")?;
+        let bounds = crate::nodespec::CallBounds {
+            evm_timeout_ms: rpc_evm_timeout_ms,
+            gas_cap: rpc_gas_cap,
+            returndata_bytes: rpc_returndata_bytes,
+            batch_concurrency: rpc_batch_concurrency,
+        };
         let node = NodeSettings {
             erigon: binary("erigon_path", erigon_path, runtime_dir, "erigon")?,
             rpcdaemon: binary("rpcdaemon_path", rpcdaemon_path, runtime_dir, "rpcdaemon")?,
             http_addr,
-            http_api: words("http_api", http_api, "_")?,
+            http_api,
             http_vhosts: words("http_vhosts", http_vhosts, ".-*:[]")?,
             erigon_args: managed_free("erigon_args", erigon_args, &ERIGON_FLAGS)?,
             rpcdaemon_args: managed_free("rpcdaemon_args", rpcdaemon_args, &RPCDAEMON_FLAGS)?,
+            bounds,
         };
         Ok(Config {
             file: file.to_path_buf(),
@@ -249,6 +310,8 @@ impl RawConfig {
             seats,
             limits,
             weights,
+            policies,
+            compute_units_file,
         })
     }
 }

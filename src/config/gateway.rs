@@ -5,15 +5,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::check::absolute;
-use crate::gateway::Limits;
+use crate::gateway::{Limits, Policy, Weights, DENIED};
 use crate::network::NetworkSpec;
 use crate::text::printable;
 
 /// Each network's limits: the gateway's defaults, then the configuration's `limits`,
-/// then the network's own. Every value must be at least 1 (0 would refuse every call).
+/// then the network's own. Every value must be at least 1 (0 would refuse every call),
+/// and the limits must agree with each other and with the heaviest weight (see
+/// `Limits::check`).
 pub(super) fn network_limits(
     top: &serde_json::Map<String, serde_json::Value>,
     networks: &BTreeMap<String, NetworkSpec>,
+    weights: &Weights,
 ) -> Result<BTreeMap<String, Limits>, String> {
     let typed = |key: String, object: &serde_json::Map<String, serde_json::Value>| {
         let limits: Limits = serde_path_to_error::deserialize(serde_json::Value::Object(
@@ -27,13 +30,14 @@ pub(super) fn network_limits(
             .ok()
             .and_then(|v| v.as_object().cloned())
             .and_then(|o| o.into_iter().find(|(_, v)| v.as_u64() == Some(0)));
-        match zero {
-            Some((name, _)) => Err(format!(
+        if let Some((name, _)) = zero {
+            return Err(format!(
                 "key `{key}.{name}` is 0; accepted: 1 to {} (0 would refuse every call)",
                 u32::MAX
-            )),
-            None => Ok(limits),
+            ));
         }
+        limits.check(&key, weights)?;
+        Ok(limits)
     };
     typed("limits".into(), top)?;
     networks
@@ -47,6 +51,42 @@ pub(super) fn network_limits(
                 format!("networks.{name}.limits")
             };
             typed(key, &merged).map(|limits| (name.clone(), limits))
+        })
+        .collect()
+}
+
+/// Each network's method policy: its `methods.allow`, or `http_api`'s namespaces less
+/// those no activity may call (rpcdaemon may serve `admin` to the operator; the
+/// gateway never passes it on). A denied entry in `methods.allow` is refused.
+pub(super) fn network_policies(
+    networks: &BTreeMap<String, NetworkSpec>,
+    http_api: &[String],
+) -> Result<BTreeMap<String, Policy>, String> {
+    networks
+        .iter()
+        .map(|(name, spec)| {
+            let (key, allow) = match &spec.methods {
+                Some(methods) => (format!("networks.{name}.methods.allow"), methods.allow.clone()),
+                None => (
+                    "http_api".to_string(),
+                    http_api
+                        .iter()
+                        .filter(|ns| !DENIED.contains(&ns.as_str()))
+                        .cloned()
+                        .collect(),
+                ),
+            };
+            let bad = allow.iter().find(|m| {
+                m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+            if let Some(bad) = bad {
+                return Err(format!(
+                    "key `{key}`: \"{}\" is not a namespace or method; accepted: letters, digits and _",
+                    printable(bad)
+                ));
+            }
+            let policy = Policy::new(allow).map_err(|e| format!("key `{key}`: {e}"))?;
+            Ok((name.clone(), policy))
         })
         .collect()
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::gateway::{GatewaySpec, Limits, Weights};
+use crate::gateway::{GatewaySpec, Limits, Policy, Weights};
 use crate::hash::HashScheme;
 use crate::network::{Network, Networks};
 use crate::nodespec::NodeSpec;
@@ -62,6 +62,7 @@ pub(super) struct NodeSettings {
     pub(super) http_vhosts: Vec<String>,
     pub(super) erigon_args: Vec<String>,
     pub(super) rpcdaemon_args: Vec<String>,
+    pub(super) bounds: crate::nodespec::CallBounds,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +93,9 @@ pub struct Config {
     /// Each network's per-activity limits, by name.
     pub(super) limits: std::collections::BTreeMap<String, Limits>,
     pub(super) weights: Weights,
+    /// Each network's method policy, by name.
+    pub(super) policies: std::collections::BTreeMap<String, Policy>,
+    pub(super) compute_units_file: PathBuf,
 }
 
 impl Config {
@@ -218,10 +222,22 @@ impl Config {
         self.limits.get(network.name()).cloned().unwrap_or_default()
     }
 
-    /// Compute units per method, where they differ from 1 per call (and the weight of
-    /// a subscription notification).
-    pub fn method_weights(&self) -> &std::collections::BTreeMap<String, u32> {
-        &self.weights.methods
+    /// Compute units per method: the table with `method_weights` over it.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// Where the compute-unit table is read from (and `calibrate --write` writes).
+    pub fn compute_units_file(&self) -> &Path {
+        &self.compute_units_file
+    }
+
+    /// The methods `network`'s activities may call.
+    pub fn policy(&self, network: &Network) -> Policy {
+        self.policies
+            .get(network.name())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The gateway of the activity `user` on `network`: its socket (its seat's, or
@@ -236,6 +252,7 @@ impl Config {
             upstream: self.rpc_addr(network),
             limits: self.limits(network),
             weights: self.weights.clone(),
+            policy: self.policy(network),
         }
     }
 
@@ -254,8 +271,19 @@ impl Config {
             http_vhosts: self.node.http_vhosts.clone(),
             erigon_args: self.node.erigon_args.clone(),
             rpcdaemon_args: self.node.rpcdaemon_args.clone(),
+            bounds: self.node.bounds.clone(),
         }
     }
+}
+
+/// The runtime binary's folder, where erigon and rpcdaemon are looked for by default:
+/// the start and `calibrate` load the configuration with it alike.
+pub fn runtime_dir() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .map_err(|e| format!("cannot find the runtime's own path: {e}"))?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "the runtime's own path has no folder".into())
 }
 
 /// Writes the defaults where the SDK looked for a file and found none, so an operator

@@ -183,6 +183,34 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
             json!({"networks": {"a": {"slot": 0, "chain_id": "1337"}}, "default_network": "a"}),
             "key `networks.a.chain_id`: \"1337\" is not a chain id",
         ),
+        (
+            json!({"limits": {"burst": 50, "batch": 100}}),
+            "key `limits.burst` is 50 but `limits.batch` is 100: a full batch could never pass",
+        ),
+        (
+            json!({"networks": {"a": {"slot": 0, "limits": {"cu_burst": 1000}}}, "default_network": "a"}),
+            "key `networks.a.limits.cu_burst` is 1000 but trace_replayBlockTransactions weighs 2983",
+        ),
+        (
+            json!({"method_weights": {"x": 99_999_999}}),
+            "key `method_weights.x` is 99999999; accepted: 0 to 10000000",
+        ),
+        (
+            json!({"networks": {"a": {"slot": 0, "methods": {"allow": ["eth", "evm_mine"]}}}, "default_network": "a"}),
+            "key `networks.a.methods.allow`: \"evm_mine\" can never be allowed",
+        ),
+        (
+            json!({"networks": {"a": {"slot": 0, "methods": {"allow": ["eth;x"]}}}, "default_network": "a"}),
+            "key `networks.a.methods.allow`: \"eth;x\" is not a namespace or method",
+        ),
+        (
+            json!({"networks": {"a": {"slot": 0, "methods": {"deny": []}}}, "default_network": "a"}),
+            "unknown field `deny`",
+        ),
+        (json!({"rpc_gas_cap": 5}), "key `rpc_gas_cap` is 5; accepted: 21000 to"),
+        (json!({"rpc_evm_timeout_ms": 0}), "key `rpc_evm_timeout_ms` is 0"),
+        (json!({"rpc_batch_concurrency": 0}), "key `rpc_batch_concurrency` is 0"),
+        (json!({"compute_units_file": "units.json"}), "key `compute_units_file`: \"units.json\" is a relative path"),
         (json!([1, 2]), "configuration file /etc/x.json"),
     ];
     for (value, expected) in cases {
@@ -190,6 +218,62 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
         assert!(err.starts_with("configuration file /etc/x.json: "), "{err}");
         assert!(err.contains(expected), "for {value}: {err}");
     }
+}
+
+#[test]
+fn prices_policies_and_bounds_come_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ya-runtime-erigon.json");
+    let value = json!({
+        "networks": {
+            "a": {"slot": 0, "methods": {"allow": ["eth_call", "net"]}},
+            "b": {"slot": 1}
+        },
+        "default_network": "a",
+        "http_api": ["eth", "admin", "net"],
+        "method_weights": {"eth_call": 40},
+        "rpc_evm_timeout_ms": 5000
+    });
+    let cfg = Config::from_value(&value, &file, Path::new("/opt/rt")).unwrap();
+    let (a, b) = (
+        cfg.networks().resolve("a").unwrap(),
+        cfg.networks().resolve("b").unwrap(),
+    );
+    assert!(cfg.policy(&a).allows(Some("eth_call")) && !cfg.policy(&a).allows(Some("eth_getLogs")));
+    // http_api's namespaces, less those the gateway never passes on.
+    assert_eq!(cfg.policy(&b).allowed(), ["eth", "net"]);
+    // The shipped table, with method_weights over it.
+    assert_eq!(cfg.weights().call(Some("eth_call")), 40);
+    assert_eq!(cfg.weights().call(Some("eth_chainId")), 10);
+    assert_eq!(
+        cfg.compute_units_file(),
+        dir.path().join("compute-units.json")
+    );
+    let args = crate::nodespec::with_flags(cfg.node_spec(&a).rpcdaemon_flags(), &[]);
+    assert!(
+        args.contains(&"--rpc.evmtimeout=5000ms".to_string()),
+        "{args:?}"
+    );
+
+    // A table next to the configuration replaces the shipped one; a bad one is named.
+    std::fs::write(
+        cfg.compute_units_file(),
+        r#"{"default": 5, "methods": {"eth_chainId": 1}}"#,
+    )
+    .unwrap();
+    let cfg = Config::from_value(&value, &file, Path::new("/opt/rt")).unwrap();
+    assert_eq!(cfg.weights().call(Some("eth_chainId")), 1);
+    assert_eq!(cfg.weights().call(Some("debug_traceTransaction")), 5);
+    std::fs::write(
+        cfg.compute_units_file(),
+        r#"{"default": 5, "methods": {"eth_chainId": "x"}}"#,
+    )
+    .unwrap();
+    let err = Config::from_value(&value, &file, Path::new("/opt/rt")).unwrap_err();
+    assert!(
+        err.contains("compute-units.json: key `methods.eth_chainId`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -18,16 +18,28 @@ use super::limits::Limits;
 pub struct Refusal {
     pub limit: &'static str,
     pub value: u32,
-    /// Seconds until a retry can pass, for `Retry-After` (at least 1).
-    pub retry_after: u64,
+    /// Seconds until a retry can pass, for `Retry-After` (at least 1); `None`
+    /// for a request that can never pass as it is (too large a batch, body or
+    /// weight), which must be split or changed rather than retried.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
+    /// A refusal a retry may pass in a second (a slot that frees, a rate).
     pub fn new(limit: &'static str, value: u32) -> Refusal {
         Refusal {
             limit,
             value,
-            retry_after: 1,
+            retry_after: Some(1),
+        }
+    }
+
+    /// A refusal no retry of the same request can pass.
+    pub fn permanent(limit: &'static str, value: u32) -> Refusal {
+        Refusal {
+            limit,
+            value,
+            retry_after: None,
         }
     }
 
@@ -76,6 +88,21 @@ impl TokenBucket {
         }
     }
 
+    /// Whether `n` tokens can ever be there at once.
+    pub fn fits(&self, n: u64) -> bool {
+        n.saturating_mul(MICRO) <= self.capacity
+    }
+
+    /// Gives back tokens taken for a request refused by another bucket.
+    pub fn refund(&self, n: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 = state
+                .0
+                .saturating_add(n.saturating_mul(MICRO))
+                .min(self.capacity);
+        }
+    }
+
     /// Takes `calls` tokens, or says in whole seconds (at least 1) when that
     /// many will be there.
     pub fn take(&self, calls: u64) -> Result<(), u64> {
@@ -112,6 +139,7 @@ impl TokenBucket {
 pub struct Gate {
     limits: Limits,
     bucket: TokenBucket,
+    units: TokenBucket,
     in_flight: Arc<Semaphore>,
     websockets: Arc<Semaphore>,
     connections: Arc<Semaphore>,
@@ -127,6 +155,7 @@ impl Gate {
         let permits = |n: u32| Arc::new(Semaphore::new(usize::try_from(n).unwrap_or(usize::MAX)));
         Gate {
             bucket: TokenBucket::new(limits.calls_per_sec, limits.burst),
+            units: TokenBucket::new(limits.cu_per_sec, limits.cu_burst),
             in_flight: permits(limits.in_flight),
             websockets: permits(limits.websockets),
             connections: permits(limits.connections()),
@@ -140,24 +169,35 @@ impl Gate {
         &self.limits
     }
 
-    /// Admits a message of `calls` calls: batch size, then a slot in flight,
-    /// then the tokens, which are spent only when everything else passed.
-    pub fn admit(&self, calls: usize) -> Result<InFlight, Refusal> {
+    /// Admits a message of `calls` calls weighing `units`: what can never
+    /// pass (batch size, weight), then a slot in flight, then both buckets'
+    /// tokens, which are spent only when everything else passed.
+    pub fn admit(&self, calls: usize, units: u64) -> Result<InFlight, Refusal> {
         let l = &self.limits;
         if calls > usize::try_from(l.batch).unwrap_or(usize::MAX) {
-            return Err(Refusal::new("batch", l.batch));
+            return Err(Refusal::permanent("batch", l.batch));
+        }
+        if !self.units.fits(units) {
+            return Err(Refusal::permanent("cu_burst", l.cu_burst));
         }
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| Refusal::new("in_flight", l.in_flight))?;
         let tokens = u64::try_from(calls).unwrap_or(u64::MAX);
-        match self.bucket.take(tokens) {
-            Ok(()) => Ok(permit),
-            Err(retry_after) => Err(Refusal {
-                retry_after,
+        if let Err(secs) = self.bucket.take(tokens) {
+            return Err(Refusal {
+                retry_after: Some(secs),
                 ..Refusal::new("calls_per_sec", l.calls_per_sec)
-            }),
+            });
         }
+        if let Err(secs) = self.units.take(units) {
+            self.bucket.refund(tokens);
+            return Err(Refusal {
+                retry_after: Some(secs),
+                ..Refusal::new("cu_per_sec", l.cu_per_sec)
+            });
+        }
+        Ok(permit)
     }
 
     pub fn open_websocket(&self) -> Result<OwnedSemaphorePermit, Refusal> {
@@ -225,20 +265,50 @@ mod tests {
             batch: 5,
             ..Limits::default()
         });
-        assert_eq!(gate.admit(6).map(drop), Err(Refusal::new("batch", 5)));
-        let held = gate.admit(5);
+        assert_eq!(
+            gate.admit(6, 6).map(drop),
+            Err(Refusal::permanent("batch", 5))
+        );
+        let held = gate.admit(5, 5);
         assert!(held.is_ok());
-        assert_eq!(gate.admit(1).map(drop), Err(Refusal::new("in_flight", 1)));
+        assert_eq!(
+            gate.admit(1, 1).map(drop),
+            Err(Refusal::new("in_flight", 1))
+        );
         drop(held);
-        assert!(gate.admit(5).is_ok());
-        let refused = gate.admit(1).map(drop).unwrap_err();
-        assert_eq!((refused.limit, refused.retry_after), ("calls_per_sec", 1));
+        assert!(gate.admit(5, 5).is_ok());
+        let refused = gate.admit(1, 1).map(drop).unwrap_err();
+        assert_eq!(
+            (refused.limit, refused.retry_after),
+            ("calls_per_sec", Some(1))
+        );
+    }
+
+    #[test]
+    fn compute_units_are_a_second_bucket_and_too_heavy_is_for_good() {
+        let gate = Gate::new(&Limits {
+            cu_per_sec: 100,
+            cu_burst: 300,
+            ..Limits::default()
+        });
+        let refused = gate.admit(1, 301).map(drop).unwrap_err();
+        assert_eq!(refused, Refusal::permanent("cu_burst", 300));
+        assert!(gate.admit(2, 250).is_ok());
+        let refused = gate.admit(1, 100).map(drop).unwrap_err();
+        assert_eq!(
+            (refused.limit, refused.retry_after),
+            ("cu_per_sec", Some(1))
+        );
+        // The call tokens of the refused request were given back.
+        for _ in 0..398 {
+            assert!(gate.admit(1, 0).is_ok());
+        }
     }
 
     #[test]
     fn refusals_read_as_hosted_services_word_them() {
-        let r = Refusal::new("batch", 100);
-        assert_eq!(r.to_string(), "limit exceeded: batch (100)");
-        assert_eq!(r.retry_after, 1);
+        let r = Refusal::new("in_flight", 32);
+        assert_eq!(r.to_string(), "limit exceeded: in_flight (32)");
+        assert_eq!(r.retry_after, Some(1));
     }
 }

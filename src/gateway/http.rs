@@ -1,36 +1,34 @@
-//! JSON-RPC over HTTP POST: read a bounded body, admit it, forward it to the
-//! node as it is (a batch stays one batch), and stream the answer back while
-//! billing each answered call.
+//! JSON-RPC over HTTP POST: read a bounded body, screen and admit it, forward
+//! it to the node (a batch stays one batch), and stream the answer back while
+//! billing each answered call; the gateway's own answers to calls it refused
+//! join the node's in the same array.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use serde_json::Value;
+
 use super::conns::Busy;
 use super::gate::{InFlight, Refusal};
-use super::jsonrpc::{self, Message, INTERNAL_ERROR};
+use super::jsonrpc::{self, INTERNAL_ERROR, TIMED_OUT};
 use super::link::Link;
-use super::meter::Expected;
-use super::scan::Scanner;
+use super::meter::{Bill, Expected};
+use super::metered::Metered;
+use super::reply::{refused, reply, ReplyBody};
+use super::screen::{screen, Screened};
 use super::{ws, Shared, WsSlot, USER_HEADER};
 
 /// A client that has not sent its whole body by then is dropped: a slow
 /// body would otherwise hold a connection slot indefinitely.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the node may take to start answering. Long enough for a heavy
-/// eth_getLogs or trace; a stop does not wait for it (see `Gateway::close`).
-const NODE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Every answer body: the gateway's own, or the node's as it streams.
-pub type ReplyBody = Either<Full<Bytes>, Metered>;
 
 /// Serves one request of a connection.
 pub async fn handle(
@@ -66,7 +64,7 @@ async fn post(
 ) -> Response<ReplyBody> {
     let max = shared.gate.limits().body_bytes;
     let too_large = || {
-        let refusal = Refusal::new("body_bytes", max);
+        let refusal = Refusal::permanent("body_bytes", max);
         refused(&refusal, refusal.error())
     };
     // A body announced too large is refused before any of it is read.
@@ -91,19 +89,31 @@ async fn post(
             return reply(StatusCode::BAD_REQUEST, Bytes::new());
         }
     };
-    let batch = usize::try_from(shared.gate.limits().batch).unwrap_or(usize::MAX);
+    let limits = shared.gate.limits();
+    let batch = usize::try_from(limits.batch).unwrap_or(usize::MAX);
     let message = match jsonrpc::parse(&body, batch) {
         Ok(message) => message,
         Err(bad) => return reply(StatusCode::OK, bad.answer()),
     };
-    let permit = match shared.gate.admit(message.len()) {
+    if message.len() > batch {
+        let refusal = Refusal::permanent("batch", limits.batch);
+        return refused(&refusal, refusal.errors_for(&message));
+    }
+    // Nodes serve subscriptions over WebSockets only.
+    let screened = screen(body, message, &shared.policy, limits, usize::MAX);
+    let Some(body) = screened.body.clone() else {
+        // Every call was refused here: nothing reaches the node.
+        return reply(StatusCode::OK, screened.own_answer().unwrap_or_default());
+    };
+    let units = shared.weights.units(&screened.calls);
+    let permit = match shared.gate.admit(screened.calls.len(), units) {
         Ok(permit) => permit,
         Err(refusal) => {
-            let text = refusal.errors_for(&message);
+            let text = screened.all_failed(jsonrpc::LIMIT_EXCEEDED, &refusal.to_string());
             return refused(&refusal, text);
         }
     };
-    forward(body, message, (permit, busy), shared, link).await
+    forward(body, screened, (permit, busy), shared, link).await
 }
 
 /// Reads a body into one buffer of the announced length (`reserve`), so
@@ -128,7 +138,7 @@ async fn read_body(
 
 async fn forward(
     body: Bytes,
-    message: Message,
+    screened: Screened,
     held: (InFlight, Busy),
     shared: Arc<Shared>,
     link: &Link,
@@ -143,38 +153,62 @@ async fn forward(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let answer = match tokio::time::timeout(NODE_TIMEOUT, link.send(req)).await {
+    let (mut expected, notifications) = Expected::new(&screened.calls, &shared.weights);
+    let timeout = shared.gate.limits().call_timeout();
+    // On a timeout the request's future is dropped, and with it the node
+    // connection that carried it (the link keeps no connection while a
+    // request is on it): Erigon cancels a call whose connection closed.
+    let answer = match tokio::time::timeout(timeout, link.send(req)).await {
         Ok(Ok(answer)) if !answer.status().is_server_error() => answer,
         Ok(Ok(answer)) => {
             log::warn!("gateway: the node answered {}", answer.status());
-            return unavailable(&message);
+            return unavailable(&screened);
         }
         Ok(Err(e)) => {
             log::warn!("gateway: the node is unreachable: {e}");
-            return unavailable(&message);
+            return unavailable(&screened);
         }
         Err(_) => {
-            log::warn!("gateway: the node did not answer in {NODE_TIMEOUT:?}");
-            return unavailable(&message);
+            log::info!("gateway: the node did not answer within {timeout:?}; its calls are billed");
+            let (bill, ids) = expected.give_up();
+            shared.ledger.add(bill.plus(Bill::units(notifications)));
+            let text = timed_out(timeout);
+            let mut errors: Vec<Value> = ids
+                .iter()
+                .map(|id| jsonrpc::error_value(id, TIMED_OUT, &text))
+                .collect();
+            errors.extend(screened.refused);
+            return reply(StatusCode::OK, jsonrpc::answer_of(errors, screened.batch));
         }
     };
     let (parts, incoming) = answer.into_parts();
     // Only a 2xx answer carries JSON-RPC answers; a 4xx (a node that refused
     // the request itself) passes through unbilled.
     let billing = parts.status.is_success();
-    let (expected, notifications) = Expected::new(message.calls(), &shared.weights);
-    if billing {
-        // The node accepted them; they get no answer to wait for.
-        shared.ledger.add(notifications);
+    if billing && incoming.is_end_stream() {
+        // Nothing to stream (anvil's 204 when only notifications reached it):
+        // the node took them, and the gateway's own answers, if any, are the
+        // whole answer.
+        shared.ledger.add(Bill::units(notifications));
+        return match screened.own_answer() {
+            Some(own) => reply(StatusCode::OK, own),
+            None => reply(parts.status, Bytes::new()),
+        };
     }
-    let metered = Metered {
-        inner: incoming,
-        scanner: Scanner::default(),
-        expected,
-        billing,
-        shared: Arc::clone(&shared),
-        held: Some(held),
+    let own = match (billing, screened.refused.is_empty()) {
+        (true, false) => Some(screened.refused),
+        _ => None,
     };
+    let notifications = billing.then_some(notifications);
+    let metered = Metered::new(
+        incoming,
+        expected,
+        notifications,
+        screened.batch,
+        own,
+        Arc::clone(&shared),
+        held,
+    );
     let mut resp = Response::new(Either::Right(metered));
     *resp.status_mut() = parts.status;
     if let Some(kind) = parts.headers.get(header::CONTENT_TYPE) {
@@ -184,84 +218,16 @@ async fn forward(
     resp
 }
 
-/// The node's answer on its way to the client. Each answer object is billed
-/// as the piece that ends it is handed to the connection; the in-flight slot
-/// is held, and the connection counts as busy, until the body ends or the
-/// client goes away.
-pub struct Metered {
-    inner: Incoming,
-    scanner: Scanner,
-    expected: Expected,
-    billing: bool,
-    shared: Arc<Shared>,
-    held: Option<(InFlight, Busy)>,
-}
-
-impl Body for Metered {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) if this.billing => {
-                if let Some(data) = frame.data_ref() {
-                    let mut units = 0u64;
-                    let expected = &mut this.expected;
-                    this.scanner.feed(data, |found| {
-                        if let Some(weight) = expected.answer(found.id.as_ref()) {
-                            units = units.saturating_add(weight);
-                        }
-                    });
-                    this.shared.ledger.add(units);
-                }
-            }
-            Some(_) => {}
-            None => this.held = None,
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The gateway's own answer: a JSON-RPC body, or nothing.
-pub fn reply(status: StatusCode, body: Bytes) -> Response<ReplyBody> {
-    let json = !body.is_empty();
-    let mut resp = Response::new(Either::Left(Full::new(body)));
-    *resp.status_mut() = status;
-    if json {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    resp
-}
-
-/// 429 with `Retry-After`, as hosted services throttle.
-pub fn refused(refusal: &Refusal, body: Bytes) -> Response<ReplyBody> {
-    let mut resp = reply(StatusCode::TOO_MANY_REQUESTS, body);
-    resp.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(refusal.retry_after.max(1)),
-    );
-    resp
+fn timed_out(timeout: Duration) -> String {
+    format!(
+        "request timed out: limit call_timeout_ms ({})",
+        timeout.as_millis()
+    )
 }
 
 /// 502 with an internal error for each call: nothing was answered, nothing
 /// is billed.
-fn unavailable(message: &Message) -> Response<ReplyBody> {
-    let text = jsonrpc::refuse(message, INTERNAL_ERROR, "the node is unavailable");
+fn unavailable(screened: &Screened) -> Response<ReplyBody> {
+    let text = screened.all_failed(INTERNAL_ERROR, "the node is unavailable");
     reply(StatusCode::BAD_GATEWAY, text)
 }

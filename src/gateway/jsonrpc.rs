@@ -1,21 +1,28 @@
 //! Reading just enough of JSON-RPC messages to limit and bill them, and the
 //! gateway's own error answers.
 //!
-//! Only the `id` and `method` of each call are kept; everything else is
-//! checked for syntax and skipped without allocating, and a batch keeps at
-//! most `max_batch` calls, so a hostile 1 MiB body costs a bounded amount of
-//! memory whatever its shape.
+//! Only the `id` and `method` of each call are kept (and the block range of
+//! an `eth_getLogs`); everything else is checked for syntax and skipped
+//! without allocating, and a batch keeps at most `max_batch` calls, so a
+//! hostile 1 MiB body costs a bounded amount of memory whatever its shape.
 
 use std::fmt;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+
+use super::ids;
 
 /// JSON-RPC error codes the gateway answers with itself.
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const INTERNAL_ERROR: i64 = -32603;
+/// A method the activity may not call, as nodes answer an unknown one.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// A call the node did not answer within the call timeout (geth's code).
+pub const TIMED_OUT: i64 = -32002;
 /// "Limit exceeded", as hosted services answer a throttled call.
 pub const LIMIT_EXCEEDED: i64 = -32005;
 
@@ -25,16 +32,23 @@ pub struct Call {
     /// `Some(Value::Null)` for `"id": null`, which still expects an answer;
     /// `None` when there is no id at all: a notification.
     pub id: Option<Value>,
+    /// The key its answer is matched by (see `ids`); `None` without an id.
+    pub key: Option<u64>,
     pub method: Option<String>,
     /// False for an element that is not a JSON object; the node answers it
     /// with an error whose id is null.
     pub object: bool,
+    /// For `eth_getLogs` with an explicit range (both ends block numbers, or
+    /// `earliest`), the number of blocks it spans.
+    pub logs_span: Option<u64>,
 }
 
-#[cfg(test)]
 impl Call {
+    /// An object with a method and no id: the node answers it with nothing.
+    /// An object without a method (`{}`) is no notification: the node answers
+    /// it with an error, which is billed like any answer.
     pub fn is_notification(&self) -> bool {
-        self.object && self.id.is_none()
+        self.object && self.id.is_none() && self.method.is_some()
     }
 }
 
@@ -59,6 +73,7 @@ impl Message {
         }
     }
 
+    #[cfg(test)]
     pub fn calls(&self) -> &[Call] {
         match self {
             Message::Single(call) => std::slice::from_ref(call),
@@ -107,12 +122,6 @@ fn classify(e: serde_json::Error) -> Bad {
     }
 }
 
-/// The key that matches an answer's id to its call: the id as JSON text, so
-/// that 1 and "1" stay different.
-pub fn id_key(id: &Value) -> String {
-    id.to_string()
-}
-
 /// One JSON-RPC error object.
 pub fn error_value(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
@@ -138,6 +147,25 @@ pub fn refuse(message: &Message, code: i64, text: &str) -> Bytes {
             Bytes::from(Value::Array(errors).to_string())
         }
         Message::Batch { .. } => error(&Value::Null, code, text),
+    }
+}
+
+/// One error per call owed an answer (notifications get none), under its id.
+pub fn error_values(calls: &[Call], code: i64, text: &str) -> Vec<Value> {
+    calls
+        .iter()
+        .filter(|c| !c.is_notification())
+        .map(|c| error_value(c.id.as_ref().unwrap_or(&Value::Null), code, text))
+        .collect()
+}
+
+/// Answers as the request expects them: the one answer of a single call, an
+/// array for a batch; nothing when there is none.
+pub fn answer_of(mut answers: Vec<Value>, batch: bool) -> Bytes {
+    match (batch, answers.len()) {
+        (_, 0) => Bytes::new(),
+        (false, 1) => Bytes::from(answers.remove(0).to_string()),
+        _ => Bytes::from(Value::Array(answers).to_string()),
     }
 }
 
@@ -202,19 +230,28 @@ impl<'de> Visitor<'de> for CallVisitor {
             object: true,
             ..Call::default()
         };
+        let mut params: Option<&'de RawValue> = None;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Id => call.id = Some(map.next_value::<Value>()?),
+                Key::Id => {
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    call.key = ids::key_of(raw.get().as_bytes());
+                    call.id = Some(serde_json::from_str(raw.get()).map_err(de::Error::custom)?);
+                }
                 Key::Method => {
                     call.method = match map.next_value::<Value>()? {
                         Value::String(method) => Some(method),
                         _ => None,
                     }
                 }
+                Key::Params => params = Some(map.next_value::<&'de RawValue>()?),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
+        }
+        if call.method.as_deref() == Some("eth_getLogs") {
+            call.logs_span = params.and_then(logs_span);
         }
         Ok(call)
     }
@@ -247,6 +284,7 @@ impl<'de> Visitor<'de> for CallVisitor {
 enum Key {
     Id,
     Method,
+    Params,
     Other,
 }
 
@@ -262,6 +300,7 @@ impl<'de> de::Deserialize<'de> for Key {
                 Ok(match key {
                     "id" => Key::Id,
                     "method" => Key::Method,
+                    "params" => Key::Params,
                     _ => Key::Other,
                 })
             }
@@ -270,15 +309,46 @@ impl<'de> de::Deserialize<'de> for Key {
     }
 }
 
+/// The blocks an `eth_getLogs` filter spans, when both ends are explicit:
+/// block numbers (hex quantities, as the spec writes them, or plain
+/// numbers), or `earliest` (block 0). A filter by block hash, or with a tag
+/// whose block only the node knows (`latest`, `safe`, …), has no explicit
+/// span.
+fn logs_span(params: &RawValue) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Filter {
+        #[serde(rename = "fromBlock")]
+        from: Option<Value>,
+        #[serde(rename = "toBlock")]
+        to: Option<Value>,
+    }
+    fn block(v: &Value) -> Option<u64> {
+        match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) if s == "earliest" => Some(0),
+            Value::String(s) => u64::from_str_radix(s.strip_prefix("0x")?, 16).ok(),
+            _ => None,
+        }
+    }
+    let (filter,): (Filter,) = serde_json::from_str(params.get()).ok()?;
+    let from = block(filter.from.as_ref()?)?;
+    let to = block(filter.to.as_ref()?)?;
+    Some(to.checked_sub(from).map_or(0, |d| d.saturating_add(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn call(id: Option<Value>, method: &str) -> Call {
         Call {
+            key: id
+                .as_ref()
+                .and_then(|id| ids::key_of(id.to_string().as_bytes())),
             id,
             method: Some(method.into()),
             object: true,
+            logs_span: None,
         }
     }
 
@@ -299,6 +369,11 @@ mod tests {
         assert_eq!(calls[0], call(Some(Value::Null), "a"));
         assert!(calls[1].is_notification());
         assert!(calls[2..].iter().all(|c| !c.object && !c.is_notification()));
+        // An object without a method is owed an answer, as the node errs on it.
+        let Ok(Message::Single(empty)) = parse(b"{}", 10) else {
+            panic!()
+        };
+        assert!(!empty.is_notification());
     }
 
     #[test]
@@ -328,7 +403,36 @@ mod tests {
         );
         assert_eq!(parse(deep.as_bytes(), 10).map(|m| m.len()), Ok(1));
         let deep = format!(r#"{{"id":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(parse(deep.as_bytes(), 10), Err(Bad::Parse));
+        assert_eq!(parse(deep.as_bytes(), 10), Err(Bad::Invalid));
+    }
+
+    #[test]
+    fn reads_the_explicit_span_of_get_logs() {
+        let span = |params: &str| {
+            let body = format!(r#"{{"id":1,"params":{params},"method":"eth_getLogs"}}"#);
+            match parse(body.as_bytes(), 1) {
+                Ok(Message::Single(call)) => call.logs_span,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            span(r#"[{"fromBlock":"0x1","toBlock":"0x2710"}]"#),
+            Some(10_000)
+        );
+        assert_eq!(
+            span(r#"[{"fromBlock":"earliest","toBlock":"0x0"}]"#),
+            Some(1)
+        );
+        assert_eq!(span(r#"[{"fromBlock":5,"toBlock":4}]"#), Some(0));
+        assert_eq!(span(r#"[{"fromBlock":"0x0","toBlock":"latest"}]"#), None);
+        assert_eq!(span(r#"[{"blockHash":"0xab"}]"#), None);
+        assert_eq!(
+            span(r#"[{"fromBlock":"0x0","toBlock":"0xffffffffffffffff"}]"#),
+            Some(u64::MAX)
+        );
+        // Nodes take the filter as the one positional parameter only.
+        assert_eq!(span(r#"{"fromBlock":"0x0","toBlock":"0x1"}"#), None);
+        assert_eq!(span(r#"[1]"#), None);
     }
 
     #[test]

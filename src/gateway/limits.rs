@@ -1,7 +1,9 @@
-//! What an activity may use of the node (limits) and what each call costs
-//! (weights), with the defaults and the reason for each.
+//! What an activity may use of the node (limits), what each call costs
+//! (weights, in compute units) and which methods it may call (policy), with
+//! the defaults and the reason for each.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// What one activity may use of the shared node. Every value is taken
 /// literally: 0 allows nothing, so a configuration that means "off" must say
@@ -36,6 +38,30 @@ pub struct Limits {
     /// for a full batch of eth_sendRawTransaction with large calldata, and it
     /// bounds what one request can make the gateway buffer.
     pub body_bytes: u32,
+    /// Compute units per second, refilled continuously: the node's work, where
+    /// `calls_per_sec` counts calls whatever they cost. 5,000 by default: about
+    /// 300 `eth_call`s (17 each in the shipped table) a second, or one
+    /// `trace_replayBlockTransactions` (2,983) and change.
+    pub cu_per_sec: u32,
+    /// Compute units that may be spent at once after a quiet spell. 10,000 by
+    /// default, 2 s of the rate: a full batch of 100 `eth_getLogs` (7,500)
+    /// passes; a request that weighs more can never pass and is refused for
+    /// good, without `Retry-After`. It must be at least the heaviest method's
+    /// weight, or that method could never be called.
+    pub cu_burst: u32,
+    /// How long the node may take to answer a request (milliseconds). 30,000 by
+    /// default, as hosted services cut calls; past it the calls get an error
+    /// and are billed, since the node worked on them, and the node connection
+    /// is closed, which makes Erigon cancel them.
+    pub call_timeout_ms: u32,
+    /// Blocks one `eth_getLogs` may span when its range is explicit. 10,000 by
+    /// default, Infura's figure: no node flag bounds it, and a wide range makes
+    /// the node read every block's logs.
+    pub logs_blocks: u32,
+    /// Subscriptions one activity may hold on its WebSockets (each WebSocket
+    /// counted on its own, at most this many each). 32 by default: a client
+    /// needs a few; each makes the node push every new head or matching log.
+    pub subscriptions: u32,
 }
 
 impl Default for Limits {
@@ -47,6 +73,11 @@ impl Default for Limits {
             batch: 100,
             websockets: 16,
             body_bytes: 1 << 20,
+            cu_per_sec: 5_000,
+            cu_burst: 10_000,
+            call_timeout_ms: 30_000,
+            logs_blocks: 10_000,
+            subscriptions: 32,
         }
     }
 }
@@ -71,6 +102,29 @@ impl Limits {
     /// runtime's memory past its 20 MB bound, whatever the flood.
     pub fn body_budget(&self) -> u32 {
         self.body_bytes.max(2 << 20)
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.call_timeout_ms))
+    }
+
+    /// The rules between limits that one value alone cannot state: each names
+    /// both keys, under `at` (`limits` or `networks.<name>.limits`).
+    pub fn check(&self, at: &str, weights: &Weights) -> Result<(), String> {
+        if self.burst < self.batch {
+            return Err(format!(
+                "key `{at}.burst` is {} but `{at}.batch` is {}: a full batch could never pass; accepted: burst at least batch",
+                self.burst, self.batch
+            ));
+        }
+        let (method, heaviest) = weights.heaviest();
+        if u64::from(self.cu_burst) < heaviest {
+            return Err(format!(
+                "key `{at}.cu_burst` is {} but {method} weighs {heaviest} compute units (`compute_units`): it could never be called; accepted: cu_burst at least the heaviest weight",
+                self.cu_burst
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -115,6 +169,89 @@ impl Weights {
     pub fn notification(&self) -> u64 {
         u64::from(*self.methods.get(NOTIFICATION).unwrap_or(&0))
     }
+
+    /// What a request's calls weigh together, notifications included.
+    pub fn units(&self, calls: &[super::jsonrpc::Call]) -> u64 {
+        calls.iter().fold(0u64, |sum, c| {
+            sum.saturating_add(self.call(c.method.as_deref()))
+        })
+    }
+
+    /// The heaviest call's method (or "an unlisted method") and weight.
+    pub fn heaviest(&self) -> (String, u64) {
+        self.methods
+            .iter()
+            .filter(|(m, _)| *m != NOTIFICATION)
+            .map(|(m, w)| (m.clone(), u64::from(*w)))
+            .chain([("an unlisted method".to_string(), u64::from(self.default))])
+            .fold(
+                ("".into(), 0),
+                |best, this| if this.1 > best.1 { this } else { best },
+            )
+    }
+}
+
+/// Namespaces no activity may ever call, whatever the configuration says:
+/// they control the node rather than read the chain (accounts, mining, the
+/// consensus client's engine API, and the dev nodes' chain controls, which
+/// would let a requestor mine or rewrite an operator's dev chain).
+pub const DENIED: [&str; 8] = [
+    "admin", "personal", "miner", "engine", "clique", "anvil", "evm", "hardhat",
+];
+
+/// Which methods an activity may call: whole namespaces (`eth`) or single
+/// methods (`debug_traceTransaction`). Anything else the gateway answers
+/// itself with -32601, unbilled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    allow: Vec<String>,
+}
+
+impl Default for Policy {
+    /// rpcdaemon's default `--http.api`.
+    fn default() -> Self {
+        Policy {
+            allow: ["eth", "erigon", "web3", "net", "debug", "trace", "txpool"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+impl Policy {
+    /// A policy allowing `allow`; an entry in a denied namespace is refused,
+    /// named.
+    pub fn new(allow: Vec<String>) -> Result<Policy, String> {
+        match allow
+            .iter()
+            .find(|entry| DENIED.contains(&namespace(entry)))
+        {
+            Some(entry) => Err(format!(
+                "\"{entry}\" can never be allowed: the namespaces {} control the node",
+                DENIED.join(", ")
+            )),
+            None => Ok(Policy { allow }),
+        }
+    }
+
+    pub fn allowed(&self) -> &[String] {
+        &self.allow
+    }
+
+    /// Whether a call to `method` may reach the node. A call without a method
+    /// passes: the node answers it with an error, billed as any answer.
+    pub fn allows(&self, method: Option<&str>) -> bool {
+        let Some(method) = method else {
+            return true;
+        };
+        let ns = namespace(method);
+        !DENIED.contains(&ns) && self.allow.iter().any(|a| a == method || a == ns)
+    }
+}
+
+/// A method's namespace: what comes before its first `_` (all of it if none).
+fn namespace(method: &str) -> &str {
+    method.split('_').next().unwrap_or(method)
 }
 
 #[cfg(test)]
@@ -135,5 +272,55 @@ mod tests {
         assert_eq!(w.notification(), 2);
         w.methods.remove(NOTIFICATION);
         assert_eq!(w.notification(), 0);
+        assert_eq!(w.heaviest(), ("eth_getLogs".to_string(), 20));
+    }
+
+    #[test]
+    fn the_policy_allows_namespaces_and_methods_and_never_node_control() {
+        let p = Policy::default();
+        assert!(p.allows(Some("eth_call")));
+        assert!(p.allows(Some("debug_traceTransaction")));
+        assert!(p.allows(None));
+        for denied in [
+            "evm_mine",
+            "anvil_setBalance",
+            "admin_peers",
+            "personal_sign",
+            "engine_newPayloadV3",
+            "hardhat_mine",
+            "no_such_method",
+            "eth",
+            "",
+        ] {
+            assert_eq!(p.allows(Some(denied)), denied == "eth", "{denied}");
+        }
+        let p = Policy::new(vec!["eth_call".into(), "net".into()]).unwrap();
+        assert!(p.allows(Some("eth_call")) && p.allows(Some("net_version")));
+        assert!(!p.allows(Some("eth_getLogs")));
+        let err = Policy::new(vec!["eth".into(), "evm_mine".into()]).unwrap_err();
+        assert!(err.contains("\"evm_mine\" can never be allowed"), "{err}");
+    }
+
+    #[test]
+    fn limits_that_contradict_each_other_are_named() {
+        let l = Limits {
+            burst: 50,
+            ..Limits::default()
+        };
+        let err = l.check("limits", &Weights::default()).unwrap_err();
+        assert!(
+            err.contains("`limits.burst` is 50 but `limits.batch` is 100"),
+            "{err}"
+        );
+        let mut w = Weights::default();
+        w.methods
+            .insert("trace_replayBlockTransactions".into(), 20_000);
+        let err = Limits::default()
+            .check("networks.dev.limits", &w)
+            .unwrap_err();
+        assert!(err.contains("`networks.dev.limits.cu_burst` is 10000 but trace_replayBlockTransactions weighs 20000"), "{err}");
+        assert!(Limits::default()
+            .check("limits", &Weights::default())
+            .is_ok());
     }
 }

@@ -3,13 +3,18 @@
 //! limited, and cut off when the activity ends.
 //!
 //! - `jsonrpc`: reading requests (bounded) and the gateway's own errors.
-//! - `limits`: the limits and the weights, with their defaults.
+//! - `limits`: the limits, the weights and the method policy, with their
+//!   defaults.
+//! - `screen`: the calls of a request the policy and the limits refuse, each
+//!   answered by the gateway; the rest go on.
 //! - `gate`: admitting each request under the limits, and the refusals.
-//! - `meter`: the billing counter and matching answers to calls.
+//! - `meter`: the bill and matching answers to calls; `ids`: the keys they
+//!   are matched by.
 //! - `scan`: finding answers in what the node sends (an HTTP answer, a
 //!   WebSocket message) as it streams.
 //! - `http`, `ws`: the two ways a client calls; `frame`: WebSocket frames a
-//!   piece at a time, for `ws`.
+//!   piece at a time, for `ws`; `metered`: the node's answer to an HTTP
+//!   request, billed as it streams; `reply`: the gateway's own answers.
 //! - `link`: the connections to the node, one per connection from nginx.
 //! - `conns`: the connections from nginx, closed when idle or at a stop.
 //! - `quiet`: a connection from nginx's socket, woken only to read.
@@ -18,12 +23,16 @@ mod conns;
 mod frame;
 mod gate;
 mod http;
+mod ids;
 mod jsonrpc;
 mod limits;
 mod link;
 mod meter;
+mod metered;
 mod quiet;
+mod reply;
 mod scan;
+mod screen;
 mod ws;
 
 use std::net::SocketAddr;
@@ -40,8 +49,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use conns::IDLE_SECS;
-pub use limits::{Limits, Weights, NOTIFICATION};
-pub use meter::Ledger;
+pub use limits::{Limits, Policy, Weights, DENIED, NOTIFICATION};
+pub use meter::{exchange, Bill, Ledger};
 
 // nginx must drop an idle connection to a seat before the gateway does.
 const _: () = assert!(crate::seat::KEEPALIVE_SECS < IDLE_SECS);
@@ -75,6 +84,7 @@ pub struct GatewaySpec {
     pub upstream: SocketAddr,
     pub limits: Limits,
     pub weights: Weights,
+    pub policy: Policy,
 }
 
 /// The header nginx sets to the user whose password it checked; a client's own
@@ -86,6 +96,7 @@ pub(crate) struct Shared {
     user: hyper::header::HeaderValue,
     gate: Gate,
     weights: Weights,
+    policy: Policy,
     ledger: Ledger,
     upstream: SocketAddr,
     shutdown: watch::Receiver<bool>,
@@ -131,6 +142,7 @@ impl Gateway {
             user,
             gate: Gate::new(&spec.limits),
             weights: spec.weights,
+            policy: spec.policy,
             ledger: Ledger::default(),
             upstream: spec.upstream,
             shutdown: stopping,
@@ -146,8 +158,8 @@ impl Gateway {
         })
     }
 
-    /// Billed units so far (cumulative).
-    pub fn billed(&self) -> u64 {
+    /// The bill so far (cumulative).
+    pub fn billed(&self) -> Bill {
         self.shared.ledger.billed()
     }
 
@@ -159,8 +171,8 @@ impl Gateway {
     /// Stops accepting and closes every connection now: idle keep-alive
     /// ones at once, busy ones once their answer is out (at most [`DRAIN`]),
     /// WebSockets with a Close frame. Removes the socket and returns the
-    /// final billed count: after it returns, no call is answered or billed.
-    pub async fn close(mut self) -> u64 {
+    /// final bill: after it returns, no call is answered or billed.
+    pub async fn close(mut self) -> Bill {
         self.shutdown.send_replace(true);
         let _ = (&mut self.server).await;
         self.remove_socket();
@@ -249,7 +261,7 @@ fn turn_away(stream: &UnixStream, refusal: &gate::Refusal) {
     let head = format!(
         "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
-        refusal.retry_after,
+        refusal.retry_after.unwrap_or(1),
         body.len()
     );
     let _ = stream.try_write(&[head.as_bytes(), &body].concat());

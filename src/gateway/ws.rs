@@ -2,15 +2,29 @@
 //! the node, and relay both ways frame by frame.
 //!
 //! A client's message is read whole, within `body_bytes` and the activity's
-//! body budget, since it must be parsed to be admitted; it is then sent to
-//! the node as one frame. The node's frames go to the client as they arrive,
-//! a piece at a time, each answer billed as the piece that ends it is
+//! body budget, since it must be parsed to be screened and admitted; what
+//! passes is sent to the node as one frame, and the gateway answers the rest
+//! itself in a message of its own. The node's frames go to the client as they
+//! arrive, a piece at a time, each answer billed as the piece that ends it is
 //! written: an answer of any size costs one fixed buffer, as over HTTP.
-//! Ping and Pong frames pass through both ways, so each side keeps its own
-//! liveness checks (geth closes a WebSocket that does not answer its pings).
+//!
+//! What the node must never do for free or without bound:
+//! - **Pings.** The gateway answers a client's Ping itself, at a bounded rate
+//!   (past it the WebSocket is closed, 1008); the node never sees one. The
+//!   node's own Pings go to the client, and only as many Pongs come back.
+//! - **Subscriptions.** At most `subscriptions` live per WebSocket, counted
+//!   from the node's answers (a subscription made, one ended).
+//! - **A client that stops reading.** A write to it that makes no progress
+//!   for [`WRITE_STALL`] closes the WebSocket (1008), so that neither the
+//!   gateway nor the node (which would queue notifications for it) holds a
+//!   backlog for it.
+//! - **A call past the call timeout.** Its calls get an error and are billed,
+//!   and the WebSocket closes (1008), which makes Erigon cancel them.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,19 +37,21 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use super::frame::{self, Head, Writer};
-use super::gate::{InFlight, Refusal};
-use super::http::{refused, reply, ReplyBody};
-use super::jsonrpc;
+use super::gate::{InFlight, Refusal, TokenBucket};
+use super::jsonrpc::{self, TIMED_OUT};
 use super::limits::NOTIFICATION;
 use super::link;
-use super::meter::Expected;
-use super::scan::Scanner;
+use super::meter::{notifications_taken, Bill, Expected, Kind};
+use super::reply::{refused, reply, ReplyBody};
+use super::scan::{Found, Scanner};
+use super::screen::screen;
 use super::{stopped, Shared, WsSlot};
 
 /// Each side's read buffer, which frame headers and control frames are
@@ -50,9 +66,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for the Close frames to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(100);
-/// The gateway's own answers (errors, refusals) waiting for a message
+/// The gateway's own frames (errors, refusals, Pongs) waiting for a message
 /// boundary on the client's side; past it, the client is not read.
 const OWN_ANSWERS: usize = 8;
+/// A write to the client that makes no progress for this long means it has
+/// stopped reading: the WebSocket is closed rather than buffered for.
+pub const WRITE_STALL: Duration = Duration::from_secs(5);
+/// Pings (and Pongs nobody asked for) a client may send: this many a second,
+/// after a burst of [`PING_BURST`]. Clients ping every few seconds at most.
+const PINGS_PER_SEC: u32 = 2;
+const PING_BURST: u32 = 16;
 
 const TEXT: OpCode = OpCode::Data(Data::Text);
 
@@ -155,18 +178,98 @@ async fn connect(shared: &Shared) -> Result<Upgraded, String> {
     Ok(node)
 }
 
-/// Request messages sent to the node whose answers have not all come back,
-/// oldest first; each holds its in-flight slot.
+/// A request message sent to the node, until the node's message that
+/// answers it ends.
+struct Sent {
+    /// Tells it from the others while it waits.
+    seq: u64,
+    expected: Expected,
+    _slot: InFlight,
+    at: Instant,
+    /// A batch (its timeout's answer is an array, and a single object for an
+    /// answer means the node refused it whole).
+    batch: bool,
+    /// Its notifications' units, billed once the answer shows the node took
+    /// them.
+    notifications: u64,
+}
+
+/// Request messages sent to the node and not yet answered, oldest first.
 #[derive(Default)]
-struct Pending(VecDeque<(Expected, InFlight)>);
+struct Pending {
+    sent: VecDeque<Sent>,
+    seq: u64,
+    /// Subscriptions the node confirmed and has not ended.
+    live: usize,
+}
 
 impl Pending {
-    /// Units to bill for one answer object the node sent.
-    fn answer(&mut self, id: Option<&Value>) -> u64 {
-        let by_id = self.0.iter_mut().find_map(|(e, _)| e.answer_by_id(id));
-        let weight = by_id.or_else(|| self.0.iter_mut().find_map(|(e, _)| e.answer_anonymous()));
-        self.0.retain(|(e, _)| !e.done());
-        weight.unwrap_or(0)
+    fn push(&mut self, expected: Expected, slot: InFlight, batch: bool, notifications: u64) {
+        self.seq = self.seq.wrapping_add(1);
+        self.sent.push_back(Sent {
+            seq: self.seq,
+            expected,
+            _slot: slot,
+            at: Instant::now(),
+            batch,
+            notifications,
+        });
+    }
+
+    /// What one answer object bills, and the message it answers: its call's,
+    /// matched by key across the messages in flight, else the oldest call
+    /// still owed (an answer is billed once whatever its id); a subscription
+    /// made or ended is counted.
+    fn answer(&mut self, found: &Found) -> Option<(Bill, u64)> {
+        let key = found.key;
+        let by_key = self
+            .sent
+            .iter_mut()
+            .find_map(|s| s.expected.answer_by_key(key).map(|a| (a, s.seq)));
+        let (answered, seq) = by_key.or_else(|| {
+            self.sent
+                .iter_mut()
+                .find_map(|s| s.expected.answer_first().map(|a| (a, s.seq)))
+        })?;
+        match answered.kind {
+            Kind::Subscribe if !found.error => self.live = self.live.saturating_add(1),
+            Kind::Unsubscribe if found.result_true => self.live = self.live.saturating_sub(1),
+            _ => {}
+        }
+        Some((Bill::call(answered.weight), seq))
+    }
+
+    /// The node's message that answered the messages `answered` ended: they
+    /// are done, whatever they still owed (a node answers a request message
+    /// with one message; anvil answers a batch it cannot read with a single
+    /// error), and their slots free at once. Their notifications are billed
+    /// unless that message refused a batch whole (`shape`: whether it was an
+    /// array).
+    fn finish(&mut self, answered: &[u64], shape: Option<bool>) -> Bill {
+        let mut bill = Bill::default();
+        self.sent.retain(|s| {
+            if !answered.contains(&s.seq) {
+                return true;
+            }
+            if notifications_taken(s.batch, shape) {
+                bill = bill.plus(Bill::units(s.notifications));
+            }
+            false
+        });
+        bill
+    }
+
+    /// Room for new subscriptions: the limit, less those live and asked for.
+    fn subscription_room(&self, limit: u32) -> usize {
+        let asked: usize = self.sent.iter().map(|s| s.expected.subscribes()).sum();
+        usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.live.saturating_add(asked))
+    }
+
+    /// When the oldest message in flight runs out of time.
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.sent.front().map(|s| s.at + timeout)
     }
 }
 
@@ -186,6 +289,10 @@ impl End {
         End::Client(CloseCode::Protocol, why.to_string(), None)
     }
 
+    fn policy(why: impl ToString) -> End {
+        End::Client(CloseCode::Policy, why.to_string(), None)
+    }
+
     /// A read from the client failed: a frame it should not have sent, or
     /// the connection itself.
     fn client_read(e: &io::Error) -> End {
@@ -193,6 +300,47 @@ impl End {
             io::ErrorKind::InvalidData => End::protocol(e),
             _ => End::ClientLeft,
         }
+    }
+}
+
+/// Control frames between the two sides: the client's Pings answered here
+/// (through the writer to the client), its Pongs passed on only when the
+/// node asked for them, all within a rate.
+struct Controls {
+    own: mpsc::Sender<(OpCode, Vec<u8>)>,
+    rate: TokenBucket,
+    /// Pings the node sent that the client has not answered yet.
+    node_pings: Arc<AtomicU32>,
+}
+
+impl Controls {
+    async fn handle<R, W>(&self, rd: &mut R, head: &Head, node: &mut Writer<W>) -> Result<(), End>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut payload = frame::read_payload(rd, head)
+            .await
+            .map_err(|e| End::client_read(&e))?;
+        let op = head.header.opcode;
+        let asked = op == OpCode::Control(Control::Pong)
+            && self
+                .node_pings
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+        if asked {
+            return node.frame(op, &mut payload).await.map_err(|_| End::Node);
+        }
+        if self.rate.take(1).is_err() {
+            return Err(End::policy(format!(
+                "limit exceeded: pings ({PINGS_PER_SEC} a second)"
+            )));
+        }
+        if op == OpCode::Control(Control::Ping) {
+            let pong = (OpCode::Control(Control::Pong), payload);
+            self.own.send(pong).await.map_err(|_| End::ClientLeft)?;
+        }
+        Ok(())
     }
 }
 
@@ -211,14 +359,27 @@ pub async fn relay(upgrade: Upgrade, shared: Arc<Shared>) {
     let mut to_client = Writer::new(client_wr, false);
     let mut to_node = Writer::new(node_wr, true);
     let pending = Mutex::new(Pending::default());
+    let sent = Notify::new();
     let (own_tx, own_rx) = mpsc::channel(OWN_ANSWERS);
+    let controls = Controls {
+        own: own_tx,
+        rate: TokenBucket::new(PINGS_PER_SEC, PING_BURST),
+        node_pings: Arc::default(),
+    };
+    let node_pings = Arc::clone(&controls.node_pings);
     let client_rd = BufReader::with_capacity(READ_BUFFER, client_rd);
     let node_rd = BufReader::with_capacity(READ_BUFFER, node_rd);
+    let down = Downstream {
+        shared: &shared,
+        pending: &pending,
+        sent: &sent,
+        node_pings,
+    };
     let end = tokio::select! {
         biased;
         _ = stopped(shared.shutdown.clone()) => End::Stopped,
-        end = upstream(client_rd, &mut to_node, own_tx, &shared, &pending) => end,
-        end = downstream(node_rd, &mut to_client, own_rx, &shared, &pending) => end,
+        end = upstream(client_rd, &mut to_node, &controls, &shared, (&pending, &sent)) => end,
+        end = down.run(node_rd, &mut to_client, own_rx) => end,
     };
     let (code, reason, last) = match end {
         End::Stopped => (CloseCode::Away, "the activity has ended".into(), None),
@@ -246,14 +407,14 @@ pub async fn relay(upgrade: Upgrade, shared: Arc<Shared>) {
     .await;
 }
 
-/// Reads the client's messages, admits each and sends it to the node, or
-/// has the refusal answered; passes its Ping and Pong frames on.
+/// Reads the client's messages, screens and admits each and sends what
+/// passes to the node; has the rest answered; handles its control frames.
 async fn upstream<R, W>(
     mut rd: R,
     node: &mut Writer<W>,
-    own: mpsc::Sender<Bytes>,
+    controls: &Controls,
     shared: &Shared,
-    pending: &Mutex<Pending>,
+    (pending, sent): (&Mutex<Pending>, &Notify),
 ) -> End
 where
     R: AsyncRead + Unpin,
@@ -268,9 +429,9 @@ where
         if let Err(why) = head.check(true) {
             return End::protocol(why);
         }
-        let (opcode, mut message, budget) = match head.header.opcode {
+        let (opcode, message, budget) = match head.header.opcode {
             OpCode::Control(Control::Close) => return End::ClientLeft,
-            OpCode::Control(_) => match pass_control(&mut rd, &head, node).await {
+            OpCode::Control(_) => match controls.handle(&mut rd, &head, node).await {
                 Ok(()) => continue,
                 Err(end) => return end,
             },
@@ -278,70 +439,95 @@ where
                 return End::protocol("a continuation frame outside a message")
             }
             OpCode::Data(_) => {
-                match tokio::time::timeout(
-                    MESSAGE_TIMEOUT,
-                    read_message(&mut rd, head, node, shared),
-                )
-                .await
-                {
+                let read = read_message(&mut rd, head, node, controls, shared);
+                match tokio::time::timeout(MESSAGE_TIMEOUT, read).await {
                     Ok(Ok(read)) => read,
                     Ok(Err(end)) => return end,
                     Err(_) => {
-                        let why = format!("a message must arrive whole within {MESSAGE_TIMEOUT:?}");
-                        return End::Client(CloseCode::Policy, why, None);
+                        return End::policy(format!(
+                            "a message must arrive whole within {MESSAGE_TIMEOUT:?}"
+                        ))
                     }
                 }
             }
         };
         let limits = shared.gate.limits();
         let batch = usize::try_from(limits.batch).unwrap_or(usize::MAX);
-        let answer = match jsonrpc::parse(&message, batch) {
-            Err(bad) => bad.answer(),
-            Ok(parsed) => match shared.gate.admit(parsed.len()) {
-                Err(refusal) => refusal.errors_for(&parsed),
-                Ok(permit) => {
-                    let (expected, notifications) = Expected::new(parsed.calls(), &shared.weights);
-                    if !expected.done() {
-                        if let Ok(mut pending) = pending.lock() {
-                            pending.0.push_back((expected, permit));
-                        }
-                    }
-                    if node.frame(opcode, &mut message).await.is_err() {
-                        return End::Node;
-                    }
-                    shared.ledger.add(notifications);
-                    continue;
-                }
-            },
+        let parsed = match jsonrpc::parse(&message, batch) {
+            Ok(parsed) if parsed.len() > batch => {
+                Err(Refusal::permanent("batch", limits.batch).errors_for(&parsed))
+            }
+            Ok(parsed) => Ok(parsed),
+            Err(bad) => Err(bad.answer()),
         };
-        drop((message, budget));
-        if own.send(answer).await.is_err() {
-            return End::ClientLeft;
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(answer) => {
+                drop((message, budget));
+                if controls.own.send((TEXT, answer.to_vec())).await.is_err() {
+                    return End::ClientLeft;
+                }
+                continue;
+            }
+        };
+        let room = pending
+            .lock()
+            .map_or(0, |p| p.subscription_room(limits.subscriptions));
+        let screened = screen(Bytes::from(message), parsed, &shared.policy, limits, room);
+        if let Some(own) = screened.own_answer() {
+            if controls.own.send((TEXT, own.to_vec())).await.is_err() {
+                return End::ClientLeft;
+            }
         }
+        let Some(body) = screened.body else {
+            continue;
+        };
+        let units = shared.weights.units(&screened.calls);
+        let permit = match shared.gate.admit(screened.calls.len(), units) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let errors = jsonrpc::error_values(
+                    &screened.calls,
+                    jsonrpc::LIMIT_EXCEEDED,
+                    &refusal.to_string(),
+                );
+                let answer = jsonrpc::answer_of(errors, screened.batch);
+                if !answer.is_empty() && controls.own.send((TEXT, answer.to_vec())).await.is_err() {
+                    return End::ClientLeft;
+                }
+                continue;
+            }
+        };
+        let (expected, notifications) = Expected::new(&screened.calls, &shared.weights);
+        // Only notifications: no answer will say whether the node took them.
+        let now = match expected.done() {
+            true => notifications,
+            false => {
+                if let Ok(mut pending) = pending.lock() {
+                    pending.push(expected, permit, screened.batch, notifications);
+                }
+                sent.notify_one();
+                0
+            }
+        };
+        // The message's own buffer (no copy when it went on as it came); the
+        // budget it holds is released once it is sent.
+        if node.frame(opcode, &mut Vec::from(body)).await.is_err() {
+            return End::Node;
+        }
+        drop(budget);
+        shared.ledger.add(Bill::units(now));
     }
 }
 
-/// Passes a client's Ping or Pong to the node.
-async fn pass_control<R, W>(rd: &mut R, head: &Head, node: &mut Writer<W>) -> Result<(), End>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut payload = frame::read_payload(rd, head)
-        .await
-        .map_err(|e| End::client_read(&e))?;
-    node.frame(head.header.opcode, &mut payload)
-        .await
-        .map_err(|_| End::Node)
-}
-
-/// Reads one message's frames (passing control frames between them on) into
+/// Reads one message's frames (handling control frames between them) into
 /// one buffer, within `body_bytes` and the activity's body budget; returns
 /// its opcode, its payload and its share of the budget.
 async fn read_message<R, W>(
     rd: &mut R,
     first: Head,
     node: &mut Writer<W>,
+    controls: &Controls,
     shared: &Shared,
 ) -> Result<(OpCode, Vec<u8>, OwnedSemaphorePermit), End>
 where
@@ -350,7 +536,7 @@ where
 {
     let limit = shared.gate.limits().body_bytes;
     let too_long = || {
-        let refusal = Refusal::new("body_bytes", limit);
+        let refusal = Refusal::permanent("body_bytes", limit);
         End::Client(CloseCode::Size, refusal.to_string(), Some(refusal.error()))
     };
     let max = u64::from(limit);
@@ -373,7 +559,7 @@ where
     let mut head = first;
     loop {
         if head.is_control() {
-            pass_control(rd, &head, node).await?;
+            controls.handle(rd, &head, node).await?;
         } else {
             let total = u64::try_from(message.len())
                 .unwrap_or(u64::MAX)
@@ -415,106 +601,188 @@ where
     }
 }
 
-/// Relays the node's frames to the client as they arrive, billing each
-/// answer as the piece that ends it is written; writes the gateway's own
-/// answers between messages.
-async fn downstream<R, W>(
-    mut rd: R,
-    client: &mut Writer<W>,
-    mut own: mpsc::Receiver<Bytes>,
-    shared: &Shared,
-    pending: &Mutex<Pending>,
-) -> End
-where
-    R: AsyncBufRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut chunk = vec![0u8; CHUNK];
-    let mut scanner = Scanner::default();
-    let mut in_message = false;
-    loop {
-        if !in_message {
-            // Waiting for the node's next frame takes nothing from the
-            // stream, so an answer of the gateway's own can go first.
-            tokio::select! {
-                Some(answer) = own.recv() => {
-                    if client.frame(TEXT, &mut answer.to_vec()).await.is_err() {
-                        return End::ClientLeft;
+/// A write to the client, which must make progress within [`WRITE_STALL`].
+async fn to_client(write: impl Future<Output = io::Result<()>>) -> Result<(), End> {
+    match tokio::time::timeout(WRITE_STALL, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::ClientLeft),
+        Err(_) => Err(End::policy(format!(
+            "the client stopped reading for {}s",
+            WRITE_STALL.as_secs()
+        ))),
+    }
+}
+
+/// The node's side of a WebSocket: what it shares with the client's side.
+struct Downstream<'a> {
+    shared: &'a Shared,
+    pending: &'a Mutex<Pending>,
+    /// Told when a message goes to the node, so that its deadline is watched.
+    sent: &'a Notify,
+    node_pings: Arc<AtomicU32>,
+}
+
+impl Downstream<'_> {
+    /// Relays the node's frames to the client as they arrive, billing each
+    /// answer as the piece that ends it is written; writes the gateway's own
+    /// frames between messages; ends the WebSocket when a call runs past the
+    /// call timeout.
+    async fn run<R, W>(
+        &self,
+        mut rd: R,
+        client: &mut Writer<W>,
+        mut own: mpsc::Receiver<(OpCode, Vec<u8>)>,
+    ) -> End
+    where
+        R: AsyncBufRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut scanner = Scanner::default();
+        // The request messages the node's current message answers.
+        let mut answered = Vec::new();
+        let mut in_message = false;
+        let timeout = self.shared.gate.limits().call_timeout();
+        loop {
+            if !in_message {
+                let deadline = self.pending.lock().ok().and_then(|p| p.deadline(timeout));
+                let expired = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
                     }
-                    continue;
-                }
-                _ = frame::readable(&mut rd) => {}
-            }
-        }
-        let head = match frame::read_head(&mut rd).await {
-            Ok(Some(head)) if head.check(false).is_ok() => head,
-            _ => return End::Node,
-        };
-        match head.header.opcode {
-            OpCode::Control(Control::Close) => return End::Node,
-            OpCode::Control(op) => {
-                let Ok(mut payload) = frame::read_payload(&mut rd, &head).await else {
-                    return End::Node;
                 };
-                if client
-                    .frame(OpCode::Control(op), &mut payload)
-                    .await
-                    .is_err()
-                {
-                    return End::ClientLeft;
+                // Waiting for the node's next frame takes nothing from the
+                // stream, so a frame of the gateway's own can go first.
+                tokio::select! {
+                    Some((op, mut payload)) = own.recv() => {
+                        if let Err(end) = to_client(client.frame(op, &mut payload)).await {
+                            return end;
+                        }
+                        continue;
+                    }
+                    () = expired => return self.time_out(timeout),
+                    () = self.sent.notified() => continue,
+                    _ = frame::readable(&mut rd) => {}
                 }
             }
-            OpCode::Data(data) => {
-                if (data == Data::Continue) != in_message {
-                    return End::Node;
-                }
-                let header = &head.header;
-                if client
-                    .start(header.opcode, header.is_final, head.len)
-                    .is_err()
-                {
-                    return End::ClientLeft;
-                }
-                let mut left = head.len;
-                loop {
-                    let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-                    let n = match rd.read(&mut chunk[..want]).await {
-                        Ok(n) if n > 0 || want == 0 => n,
-                        _ => return End::Node,
+            let head = match frame::read_head(&mut rd).await {
+                Ok(Some(head)) if head.check(false).is_ok() => head,
+                _ => return End::Node,
+            };
+            match head.header.opcode {
+                OpCode::Control(Control::Close) => return End::Node,
+                OpCode::Control(op) => {
+                    let Ok(mut payload) = frame::read_payload(&mut rd, &head).await else {
+                        return End::Node;
                     };
-                    let piece = &chunk[..n];
-                    let units = bill(&mut scanner, piece, shared, pending);
-                    if client.payload(piece).await.is_err() {
+                    if op == Control::Ping {
+                        self.node_pings.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let write = client.frame(OpCode::Control(op), &mut payload);
+                    if let Err(end) = to_client(write).await {
+                        return end;
+                    }
+                }
+                OpCode::Data(data) => {
+                    if (data == Data::Continue) != in_message {
+                        return End::Node;
+                    }
+                    let header = &head.header;
+                    if client
+                        .start(header.opcode, header.is_final, head.len)
+                        .is_err()
+                    {
                         return End::ClientLeft;
                     }
-                    shared.ledger.add(units);
-                    left = left.saturating_sub(u64::try_from(n).unwrap_or(u64::MAX));
-                    if left == 0 {
-                        break;
+                    let mut left = head.len;
+                    loop {
+                        let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+                        let n = match rd.read(&mut chunk[..want]).await {
+                            Ok(n) if n > 0 || want == 0 => n,
+                            _ => return End::Node,
+                        };
+                        let piece = &chunk[..n];
+                        let bill = self.bill(&mut scanner, piece, &mut answered);
+                        if let Err(end) = to_client(client.payload(piece)).await {
+                            return end;
+                        }
+                        self.shared.ledger.add(bill);
+                        left = left.saturating_sub(u64::try_from(n).unwrap_or(u64::MAX));
+                        if left == 0 {
+                            break;
+                        }
                     }
-                }
-                in_message = !header.is_final;
-                if !in_message {
-                    scanner.reset();
+                    in_message = !header.is_final;
+                    if !in_message {
+                        if !answered.is_empty() {
+                            let shape = scanner.started().then(|| scanner.is_batch());
+                            let bill = self.pending.lock().map(|mut p| p.finish(&answered, shape));
+                            self.shared.ledger.add(bill.unwrap_or_default());
+                            answered.clear();
+                        }
+                        scanner.reset();
+                    }
                 }
             }
         }
     }
-}
 
-/// Units to bill for a piece of a node's message: each answer that ends in
-/// it, and each subscription notification at the notification weight.
-fn bill(scanner: &mut Scanner, piece: &[u8], shared: &Shared, pending: &Mutex<Pending>) -> u64 {
-    let Ok(mut pending) = pending.lock() else {
-        return 0;
-    };
-    let mut units = 0u64;
-    scanner.feed(piece, |found| {
-        let weight = match (&found.id, found.method.as_deref()) {
-            (None, Some(NOTIFICATION)) => shared.weights.notification(),
-            (id, _) => pending.answer(id.as_ref()),
+    /// The oldest message ran past the call timeout: its calls are billed
+    /// (the node worked on them) and answered with an error, and the
+    /// WebSocket closes, which makes Erigon cancel them.
+    fn time_out(&self, timeout: Duration) -> End {
+        let Ok(mut pending) = self.pending.lock() else {
+            return End::Node;
         };
-        units = units.saturating_add(weight);
-    });
-    units
+        let Some(Sent {
+            mut expected,
+            batch,
+            notifications,
+            ..
+        }) = pending.sent.pop_front()
+        else {
+            return End::Node;
+        };
+        let (bill, ids) = expected.give_up();
+        self.shared
+            .ledger
+            .add(bill.plus(Bill::units(notifications)));
+        let text = format!(
+            "request timed out: limit call_timeout_ms ({})",
+            timeout.as_millis()
+        );
+        let errors = ids
+            .iter()
+            .map(|id| jsonrpc::error_value(id, TIMED_OUT, &text))
+            .collect();
+        let last = jsonrpc::answer_of(errors, batch);
+        End::Client(CloseCode::Policy, text, (!last.is_empty()).then_some(last))
+    }
+
+    /// What a piece of a node's message bills: each answer that ends in it,
+    /// and each subscription notification at the notification weight.
+    fn bill(&self, scanner: &mut Scanner, piece: &[u8], answered: &mut Vec<u64>) -> Bill {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Bill::default();
+        };
+        let mut bill = Bill::default();
+        let weights = &self.shared.weights;
+        scanner.feed(piece, |found| {
+            let this = match (found.key, found.method.as_deref()) {
+                (None, Some(NOTIFICATION)) => Bill::units(weights.notification()),
+                _ => match pending.answer(&found) {
+                    Some((this, seq)) => {
+                        if !answered.contains(&seq) {
+                            answered.push(seq);
+                        }
+                        this
+                    }
+                    None => Bill::default(),
+                },
+            };
+            bill = bill.plus(this);
+        });
+        bill
+    }
 }

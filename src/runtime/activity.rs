@@ -97,15 +97,19 @@ impl Active {
 /// activity that served nothing is not billed at all.
 pub(super) async fn final_bill(
     emitter: Option<&EventEmitter>,
-    billed: Option<u64>,
+    billed: Option<crate::gateway::Bill>,
     activity: &str,
 ) {
-    let Some(total) = billed else {
+    let Some(bill) = billed else {
         return;
     };
-    log::info!("activity {activity}: {total} call unit(s) billed in all");
-    if let (Some(emitter), true) = (emitter, total > 0) {
-        crate::billing::report_final(emitter, total).await;
+    log::info!(
+        "activity {activity}: {} call(s), {} compute unit(s) billed in all",
+        bill.calls,
+        bill.units
+    );
+    if let (Some(emitter), true) = (emitter, bill != crate::gateway::Bill::default()) {
+        crate::billing::report_final(emitter, bill).await;
     }
 }
 

@@ -56,8 +56,8 @@ impl ErigonRuntime {
             Ok(false) => {}
             Err(e) => log::warn!("{e}"),
         }
-        let config =
-            runtime_dir().and_then(|dir| Config::from_value(&ctx.conf.0, &ctx.conf_path, &dir));
+        let config = crate::config::runtime_dir()
+            .and_then(|dir| Config::from_value(&ctx.conf.0, &ctx.conf_path, &dir));
         match &config {
             Ok(c) if c.passwd_tool_path().is_some() => log::info!(
                 "{}: `passwd_tool_path` is retired and ignored: entries are written natively",
@@ -178,12 +178,4 @@ impl Runtime for ErigonRuntime {
         let config = self.config();
         async move { Ok(Some(crate::offer::template(&config?).await)) }.boxed_local()
     }
-}
-
-fn runtime_dir() -> Result<std::path::PathBuf, String> {
-    std::env::current_exe()
-        .map_err(|e| format!("cannot find the runtime's own path: {e}"))?
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .ok_or_else(|| "the runtime's own path has no folder".into())
 }

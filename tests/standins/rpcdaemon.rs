@@ -28,8 +28,43 @@ const FLAGS: &[&str] = &[
     "--ws.port",
 ];
 
+/// A check of a flag's value.
+type Valid = fn(&str) -> bool;
+
+/// rpcdaemon's bounds on one call, which it does not require (they have defaults),
+/// each checked for the form the real one parses.
+const BOUNDS: &[(&str, Valid)] = &[
+    ("--rpc.evmtimeout", go_duration),
+    ("--rpc.gascap", digits),
+    ("--rpc.returndata.limit", digits),
+    ("--rpc.batch.concurrency", digits),
+];
+
+fn digits(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What Go's time.ParseDuration takes, in the forms a runtime would write.
+fn go_duration(v: &str) -> bool {
+    ["ms", "s", "m", "h"]
+        .iter()
+        .any(|unit| v.strip_suffix(unit).is_some_and(digits))
+}
+
 fn main() {
-    let flags = parse_flags("rpcdaemon", FLAGS, FLAGS);
+    let allowed: Vec<&str> = FLAGS
+        .iter()
+        .copied()
+        .chain(BOUNDS.iter().map(|b| b.0))
+        .collect();
+    let flags = parse_flags("rpcdaemon", &allowed, FLAGS);
+    for (flag, valid) in BOUNDS {
+        if let Some(value) = flags.get(*flag) {
+            if !valid(value) {
+                fail(&format!("invalid value {value:?} for flag {flag}"));
+            }
+        }
+    }
     let datadir = datadir(&flags);
     record(&datadir, "rpcdaemon");
     let behaviour = Behaviour::load(&datadir, "rpcdaemon");

@@ -341,11 +341,11 @@ fn bench() -> Result<bool, String> {
         let billed = |rows: &[Row]| -> u64 {
             rows.iter()
                 .filter_map(|r| r.gateway.as_ref())
-                .map(Gateway::billed)
+                .map(|g| g.billed().calls)
                 .sum()
         };
         let before = billed(&rows);
-        let ours = row.gateway.as_ref().map(Gateway::billed);
+        let ours = row.gateway.as_ref().map(|g| g.billed().calls);
         let (status, text) = post(row.front.port, &row.auth)?;
         if status != 200 || !text.contains(r#""result":"0x1""#) {
             return Err(format!(
@@ -356,7 +356,8 @@ fn bench() -> Result<bool, String> {
         }
         let after = billed(&rows);
         match (ours, row.gateway.as_ref()) {
-            (Some(was), Some(gateway)) if gateway.billed() == was + 1 && after == before + 1 => {}
+            (Some(was), Some(gateway))
+                if gateway.billed().calls == was + 1 && after == before + 1 => {}
             (None, None) if after == before => {}
             _ => {
                 return Err(format!(
@@ -419,7 +420,7 @@ fn bench() -> Result<bool, String> {
     let mut excess: Vec<i64> = Vec::new();
     let mut measure = |i: usize| -> Result<Sample, String> {
         let row = &rows[i];
-        let billed = row.gateway.as_ref().map(Gateway::billed);
+        let billed = row.gateway.as_ref().map(|g| g.billed().calls);
         let sample = wrk(
             row.front.port,
             args.seconds,
@@ -433,7 +434,7 @@ fn bench() -> Result<bool, String> {
         if let (Some(before), Some(gateway)) = (billed, row.gateway.as_ref()) {
             // Every answer wrk counted was a call the gateway billed; a few more were
             // answered after wrk stopped counting.
-            excess.push(gateway.billed() as i64 - before as i64 - sample.requests as i64);
+            excess.push(gateway.billed().calls as i64 - before as i64 - sample.requests as i64);
         }
         Ok(sample)
     };
@@ -503,7 +504,8 @@ fn provider(root: &Path, tag: &str, backend: u16) -> Result<Config, String> {
             "networks": {"bench": {"slot": 0}},
             "default_network": "bench",
             "password_default_length": PASSWORD_LENGTH,
-            "limits": {"calls_per_sec": u32::MAX, "burst": u32::MAX, "in_flight": 1024},
+            "limits": {"calls_per_sec": u32::MAX, "burst": u32::MAX, "in_flight": 1024,
+                "cu_per_sec": u32::MAX, "cu_burst": u32::MAX},
         }),
         Path::new("bench.json"),
         Path::new("/nonexistent"),
@@ -841,10 +843,10 @@ fn measure_starts(
         if start == 0 {
             let auth = basic_auth(credentials.user(), credentials.password().expose());
             let (status, text) = post(front.port, &auth)?;
-            if status != 200 || !text.contains(r#""result":"0x1""#) || gateway.billed() != 1 {
+            if status != 200 || !text.contains(r#""result":"0x1""#) || gateway.billed().calls != 1 {
                 return Err(format!(
                     "a granted activity got HTTP {status} through its gateway (billed {}), not the backend's answer:\n{text}\n{}",
-                    gateway.billed(),
+                    gateway.billed().calls,
                     front.error_log()
                 ));
             }

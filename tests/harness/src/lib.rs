@@ -7,8 +7,10 @@
 //!   counters, Shutdown);
 //! - [`process`]: signals and waiting for processes to go;
 //! - [`http`]: JSON-RPC calls as a requestor's user makes them;
-//! - [`nginx`]: the real nginx with the shipped site.
+//! - [`nginx`]: the real nginx with the shipped site;
+//! - [`anvil`]: anvil, a real Ethereum JSON-RPC node, as the operator's node.
 
+pub mod anvil;
 pub mod exeunit;
 pub mod http;
 pub mod nginx;
