@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod billing;
+pub mod calibrate;
 pub mod cancel;
 pub mod child;
 pub mod command;
@@ -45,6 +46,11 @@ pub const NAME: &str = env!("CARGO_PKG_NAME");
 
 /// Runs one invocation (deploy, start, test, …) as the ExeUnit or the provider calls it.
 pub async fn run() -> ExitCode {
+    // An operator's command of its own, outside the SDK's protocol and logging.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == calibrate::COMMAND) {
+        return calibrate::main(argv).await;
+    }
     // Files the runtime and its children create are never world-readable.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     // Logging must be up before the SDK reads the configuration, which may fail.
