@@ -106,10 +106,15 @@ impl TokenBucket {
     /// Takes `calls` tokens, or says in whole seconds (at least 1) when that
     /// many will be there.
     pub fn take(&self, calls: u64) -> Result<(), u64> {
+        self.take_at(Instant::now(), calls)
+    }
+
+    /// [`TokenBucket::take`] at `now`, so that a request that takes from
+    /// two buckets reads the clock once.
+    fn take_at(&self, now: Instant, calls: u64) -> Result<(), u64> {
         let Ok(mut state) = self.state.lock() else {
             return Err(1);
         };
-        let now = Instant::now();
         let micros = now.saturating_duration_since(state.1).as_micros();
         let refill = u64::try_from(micros)
             .unwrap_or(u64::MAX)
@@ -184,13 +189,14 @@ impl Gate {
             .try_acquire_owned()
             .map_err(|_| Refusal::new("in_flight", l.in_flight))?;
         let tokens = u64::try_from(calls).unwrap_or(u64::MAX);
-        if let Err(secs) = self.bucket.take(tokens) {
+        let now = Instant::now();
+        if let Err(secs) = self.bucket.take_at(now, tokens) {
             return Err(Refusal {
                 retry_after: Some(secs),
                 ..Refusal::new("calls_per_sec", l.calls_per_sec)
             });
         }
-        if let Err(secs) = self.units.take(units) {
+        if let Err(secs) = self.units.take_at(now, units) {
             self.bucket.refund(tokens);
             return Err(Refusal {
                 retry_after: Some(secs),

@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,11 +13,9 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use serde_json::Value;
-
 use super::conns::Busy;
 use super::gate::{InFlight, Refusal};
-use super::jsonrpc::{self, INTERNAL_ERROR, TIMED_OUT};
+use super::jsonrpc::{self, INTERNAL_ERROR};
 use super::link::Link;
 use super::meter::{Bill, Expected};
 use super::metered::Metered;
@@ -105,7 +102,7 @@ async fn post(
         // Every call was refused here: nothing reaches the node.
         return reply(StatusCode::OK, screened.own_answer().unwrap_or_default());
     };
-    let units = shared.weights.units(&screened.calls);
+    let (expected, notifications, units) = Expected::weighed(&screened.calls, &shared.weights);
     let permit = match shared.gate.admit(screened.calls.len(), units) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -113,7 +110,13 @@ async fn post(
             return refused(&refusal, text);
         }
     };
-    forward(body, screened, (permit, busy), shared, link).await
+    let request = Forward {
+        body,
+        screened,
+        expected,
+        notifications,
+    };
+    forward(request, (permit, busy), shared, link).await
 }
 
 /// Reads a body into one buffer of the announced length (`reserve`), so
@@ -136,13 +139,26 @@ async fn read_body(
     Ok(Some(buf.freeze()))
 }
 
-async fn forward(
+/// An admitted request: what goes to the node, and what its answer owes.
+struct Forward {
     body: Bytes,
     screened: Screened,
+    expected: Expected,
+    notifications: u64,
+}
+
+async fn forward(
+    request: Forward,
     held: (InFlight, Busy),
     shared: Arc<Shared>,
     link: &Link,
 ) -> Response<ReplyBody> {
+    let Forward {
+        body,
+        screened,
+        mut expected,
+        notifications,
+    } = request;
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = hyper::Uri::from_static("/");
@@ -153,7 +169,6 @@ async fn forward(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let (mut expected, notifications) = Expected::new(&screened.calls, &shared.weights);
     let timeout = shared.gate.limits().call_timeout();
     // On a timeout the request's future is dropped, and with it the node
     // connection that carried it (the link keeps no connection while a
@@ -172,11 +187,7 @@ async fn forward(
             log::info!("gateway: the node did not answer within {timeout:?}; its calls are billed");
             let (bill, ids) = expected.give_up();
             shared.ledger.add(bill.plus(Bill::units(notifications)));
-            let text = timed_out(timeout);
-            let mut errors: Vec<Value> = ids
-                .iter()
-                .map(|id| jsonrpc::error_value(id, TIMED_OUT, &text))
-                .collect();
+            let mut errors = jsonrpc::timed_out(&ids, timeout).1;
             errors.extend(screened.refused);
             return reply(StatusCode::OK, jsonrpc::answer_of(errors, screened.batch));
         }
@@ -216,13 +227,6 @@ async fn forward(
             .insert(header::CONTENT_TYPE, kind.clone());
     }
     resp
-}
-
-fn timed_out(timeout: Duration) -> String {
-    format!(
-        "request timed out: limit call_timeout_ms ({})",
-        timeout.as_millis()
-    )
 }
 
 /// 502 with an internal error for each call: nothing was answered, nothing

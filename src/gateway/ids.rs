@@ -22,7 +22,8 @@ pub const MAX_ID: usize = 256;
 pub struct IdHasher {
     /// The first `MAX_ID + 1` bytes, enough to parse a short id.
     kept: Vec<u8>,
-    /// Every byte kept or not, for a long id.
+    /// Every byte, once the id is longer than `MAX_ID` (a short one, nearly
+    /// every id, is never hashed byte by byte).
     hash: DefaultHasher,
     len: usize,
     in_str: bool,
@@ -56,8 +57,12 @@ impl IdHasher {
         }
         if self.kept.len() <= MAX_ID {
             self.kept.push(b);
+            if self.kept.len() > MAX_ID {
+                self.hash.write(&self.kept);
+            }
+        } else {
+            self.hash.write_u8(b);
         }
-        self.hash.write_u8(b);
         self.len = self.len.saturating_add(1);
     }
 
@@ -82,14 +87,35 @@ impl IdHasher {
     }
 }
 
-/// The key of a short id's value: its canonical JSON text, hashed.
+/// The key of a short id's value: its canonical JSON text, hashed as it is
+/// written (no text is allocated: this runs for every call and answer).
 fn value_key(value: &Value) -> u64 {
-    let mut hash = DefaultHasher::new();
-    hash.write(value.to_string().as_bytes());
-    hash.finish() & !(1 << 63)
+    struct Hashing(DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hash = Hashing(DefaultHasher::new());
+    // Writing a Value to a writer that cannot fail cannot fail.
+    let _ = serde_json::to_writer(&mut hash, value);
+    hash.0.finish() & !(1 << 63)
 }
 
-/// The key of an id read whole (a call's).
+/// The key of an id read whole (a call's): `raw` is its text, `value` what it
+/// parsed to. A short text's key is its value's, with no second parse.
+pub fn key_of_parsed(raw: &[u8], value: &Value) -> Option<u64> {
+    match raw.len() <= MAX_ID {
+        true => Some(value_key(value)),
+        false => key_of(raw),
+    }
+}
+
+/// The key of an id read whole, from its text alone.
 pub fn key_of(raw: &[u8]) -> Option<u64> {
     let mut hasher = IdHasher::default();
     for &b in raw {
@@ -116,5 +142,15 @@ mod tests {
         let compact = format!(r#"{{"k":"{}"}}"#, "y".repeat(300));
         assert_eq!(key_of(object.as_bytes()), key_of(compact.as_bytes()));
         assert_eq!(key_of(b"nul"), None);
+        // Parsed or not, a key is the same.
+        for raw in [
+            &b" 1 "[..],
+            br#""a\u0041""#,
+            long.as_bytes(),
+            object.as_bytes(),
+        ] {
+            let value: Value = serde_json::from_slice(raw).unwrap();
+            assert_eq!(key_of_parsed(raw, &value), key_of(raw), "{raw:?}");
+        }
     }
 }

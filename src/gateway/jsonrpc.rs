@@ -150,6 +150,20 @@ pub fn refuse(message: &Message, code: i64, text: &str) -> Bytes {
     }
 }
 
+/// The error of calls the node did not answer within `timeout`, and one for
+/// each of `ids`.
+pub fn timed_out(ids: &[Value], timeout: std::time::Duration) -> (String, Vec<Value>) {
+    let text = format!(
+        "request timed out: limit call_timeout_ms ({})",
+        timeout.as_millis()
+    );
+    let errors = ids
+        .iter()
+        .map(|id| error_value(id, TIMED_OUT, &text))
+        .collect();
+    (text, errors)
+}
+
 /// One error per call owed an answer (notifications get none), under its id.
 pub fn error_values(calls: &[Call], code: i64, text: &str) -> Vec<Value> {
     calls
@@ -235,8 +249,9 @@ impl<'de> Visitor<'de> for CallVisitor {
             match key {
                 Key::Id => {
                     let raw = map.next_value::<&'de RawValue>()?;
-                    call.key = ids::key_of(raw.get().as_bytes());
-                    call.id = Some(serde_json::from_str(raw.get()).map_err(de::Error::custom)?);
+                    let id: Value = serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
+                    call.key = ids::key_of_parsed(raw.get().as_bytes(), &id);
+                    call.id = Some(id);
                 }
                 Key::Method => {
                     call.method = match map.next_value::<Value>()? {

@@ -170,13 +170,6 @@ impl Weights {
         u64::from(*self.methods.get(NOTIFICATION).unwrap_or(&0))
     }
 
-    /// What a request's calls weigh together, notifications included.
-    pub fn units(&self, calls: &[super::jsonrpc::Call]) -> u64 {
-        calls.iter().fold(0u64, |sum, c| {
-            sum.saturating_add(self.call(c.method.as_deref()))
-        })
-    }
-
     /// The heaviest call's method (or "an unlisted method") and weight.
     pub fn heaviest(&self) -> (String, u64) {
         self.methods

@@ -129,10 +129,19 @@ pub struct Expected {
 impl Expected {
     /// The answers `calls` expect, and the units of its notifications.
     pub fn new(calls: &[Call], weights: &Weights) -> (Expected, u64) {
+        let (expected, notifications, _) = Expected::weighed(calls, weights);
+        (expected, notifications)
+    }
+
+    /// [`Expected::new`], and what all the calls weigh together (what the
+    /// request takes from the `cu_per_sec` bucket): each weight looked up once.
+    pub fn weighed(calls: &[Call], weights: &Weights) -> (Expected, u64, u64) {
+        let mut total = 0u64;
         let mut notifications = 0u64;
         let mut owed = Vec::with_capacity(calls.len());
         for call in calls {
             let weight = weights.call(call.method.as_deref());
+            total = total.saturating_add(weight);
             if call.is_notification() {
                 notifications = notifications.saturating_add(weight);
                 continue;
@@ -154,7 +163,7 @@ impl Expected {
             next: 0,
             remaining,
         };
-        (expected, notifications)
+        (expected, notifications, total)
     }
 
     /// The call an answer with this key answers, if one owed has it.

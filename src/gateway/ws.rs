@@ -45,7 +45,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use super::frame::{self, Head, Writer};
 use super::gate::{InFlight, Refusal, TokenBucket};
-use super::jsonrpc::{self, TIMED_OUT};
+use super::jsonrpc;
 use super::limits::NOTIFICATION;
 use super::link;
 use super::meter::{notifications_taken, Bill, Expected, Kind};
@@ -482,7 +482,7 @@ where
         let Some(body) = screened.body else {
             continue;
         };
-        let units = shared.weights.units(&screened.calls);
+        let (expected, notifications, units) = Expected::weighed(&screened.calls, &shared.weights);
         let permit = match shared.gate.admit(screened.calls.len(), units) {
             Ok(permit) => permit,
             Err(refusal) => {
@@ -498,7 +498,6 @@ where
                 continue;
             }
         };
-        let (expected, notifications) = Expected::new(&screened.calls, &shared.weights);
         // Only notifications: no answer will say whether the node took them.
         let now = match expected.done() {
             true => notifications,
@@ -748,14 +747,7 @@ impl Downstream<'_> {
         self.shared
             .ledger
             .add(bill.plus(Bill::units(notifications)));
-        let text = format!(
-            "request timed out: limit call_timeout_ms ({})",
-            timeout.as_millis()
-        );
-        let errors = ids
-            .iter()
-            .map(|id| jsonrpc::error_value(id, TIMED_OUT, &text))
-            .collect();
+        let (text, errors) = jsonrpc::timed_out(&ids, timeout);
         let last = jsonrpc::answer_of(errors, batch);
         End::Client(CloseCode::Policy, text, (!last.is_empty()).then_some(last))
     }
