@@ -381,9 +381,11 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
 }
 
 /// Floods that make a gateway hold data, each for 2 s through nginx: HTTP bodies of
-/// the full size beside batches over the rate; then as many WebSockets as the limit
-/// allows (16), sending full-size messages; then 16 asking for 2 MiB answers; then one
-/// answer of 16.8 MB in a single message. The runtime must stay under 20 MB throughout
+/// the full size beside batches over the rate; then 32 connections reading 2 MiB
+/// answers, and 40 asking for one each and reading nothing (nginx relays without
+/// buffering, so the gateway meets the stall: this took a runtime to 37 MB); then as
+/// many WebSockets as the limit allows (16), sending full-size messages; then 16 asking
+/// for 2 MiB answers; then one answer of 16.8 MB in a single message. The runtime must stay under 20 MB throughout
 /// and bill exactly the calls answered. (Before WebSocket frames were relayed as they
 /// stream, the two WebSocket floods took a gateway to 25 and 75 MB, and a message over
 /// 16 MiB ended its WebSocket.)
@@ -436,8 +438,9 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
     }
     peaks.push(("HTTP", status_kib(a.pid(), "VmHWM")));
 
-    // WebSockets: full-size messages, then 2 MiB answers (eth_call of code, put in
-    // place by a state override, that returns 1 MiB of zeros).
+    // 2 MiB answers (eth_call of code, put in place by a state override, that
+    // returns 1 MiB of zeros): read by 32 connections, then asked for by 40 that
+    // read nothing for the flood's length.
     let code = "0x00000000000000000000000000000000000000aa";
     let big_call = |id: u64| {
         json!({"jsonrpc": "2.0", "id": id, "method": "eth_call",
@@ -445,9 +448,61 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
                        {code: {"code": "0x621000006000f3"}}]})
     };
     let answer_len = 2 + 2 * (1 << 20);
+    let big_body = big_call(1).to_string();
+    // A call answered whole, or refused by a limit (an error).
+    let answers_in = move |answer: &Value| match answer["result"].as_str() {
+        Some(result) => {
+            assert_eq!(result.len(), answer_len, "a whole answer");
+            1
+        }
+        None => {
+            assert!(answer["error"].is_object(), "{answer}");
+            0
+        }
+    };
+    let deadline = Instant::now() + PHASE;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (url, user, password, body) = (
+            url.clone(),
+            user.clone(),
+            password.clone(),
+            big_body.clone(),
+        );
+        tasks.spawn(async move {
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            let mut served = 0u64;
+            while Instant::now() < deadline {
+                let sent = send_json(&client, &url, (&user, &password), body.clone()).await;
+                let Ok(response) = sent else { continue };
+                if let Ok(answer) = response.json::<Value>().await {
+                    served += answers_in(&answer);
+                }
+            }
+            served
+        });
+    }
+    while let Some(n) = tasks.join_next().await {
+        served += n.unwrap();
+    }
+    peaks.push(("32 readers of 2 MiB answers", status_kib(a.pid(), "VmHWM")));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let sent = send_json(&client, &url, (&user, &password), big_body.clone()).await;
+        stalled.push(sent.expect("an answer's head"));
+    }
+    // The flood's length, not a wait for an event: the runtime has this long to grow.
+    tokio::time::sleep(PHASE).await;
+    peaks.push(("40 clients not reading", status_kib(a.pid(), "VmHWM")));
+    for response in stalled {
+        if let Ok(answer) = response.json::<Value>().await {
+            served += answers_in(&answer);
+        }
+    }
     for (phase, message) in [
         ("full-size WebSocket messages", full_body.clone()),
-        ("2 MiB WebSocket answers", big_call(1).to_string()),
+        ("2 MiB WebSocket answers", big_body.clone()),
     ] {
         let deadline = Instant::now() + PHASE;
         let mut tasks = tokio::task::JoinSet::new();
@@ -462,13 +517,7 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
                         panic!("an answer to every message");
                     };
                     let answer: Value = serde_json::from_str(&text).unwrap();
-                    match answer["result"].as_str() {
-                        Some(result) => {
-                            assert_eq!(result.len(), answer_len, "a whole answer");
-                            served += 1;
-                        }
-                        None => assert!(answer["error"].is_object(), "{answer}"),
-                    }
+                    served += answers_in(&answer);
                 }
                 served
             });
