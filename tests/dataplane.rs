@@ -404,38 +404,25 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
 
     // HTTP: every other connection sends a body of the full size (the gateway's own
     // parse error answers it), the others batches of 100 (mostly refused by the rate).
-    let deadline = Instant::now() + PHASE;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..32 {
-        let (url, user, password) = (url.clone(), user.clone(), password.clone());
-        let body = match i % 2 {
-            0 => serde_json::to_string(
-                &(0..100)
-                    .map(|i| call(i, "eth_blockNumber"))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap(),
+    let batch = serde_json::to_string(
+        &(0..100)
+            .map(|i| call(i, "eth_blockNumber"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let bodies = (0..32)
+        .map(|i| match i % 2 {
+            0 => batch.clone(),
             _ => full_body.clone(),
-        };
-        tasks.spawn(async move {
-            let client = reqwest::Client::builder().no_proxy().build().unwrap();
-            let mut served = 0u64;
-            while Instant::now() < deadline {
-                let sent = send_json(&client, &url, (&user, &password), body.clone()).await;
-                let Ok(response) = sent else { continue };
-                let status = response.status().as_u16();
-                // The node's answers: an array with 200 (a refused batch is an
-                // array of errors with 429).
-                if let (200, Ok(Value::Array(answers))) = (status, response.json::<Value>().await) {
-                    served += answers.len() as u64;
-                }
-            }
-            served
-        });
-    }
-    while let Some(n) = tasks.join_next().await {
-        served += n.unwrap();
-    }
+        })
+        .collect();
+    // The node's answers: an array with 200 (a refused batch is an array of errors
+    // with 429).
+    let node_answers = |status, answer: &Value| match (status, answer) {
+        (200, Value::Array(answers)) => answers.len() as u64,
+        _ => 0,
+    };
+    served += http_flood(&url, (&user, &password), bodies, PHASE, node_answers).await;
     peaks.push(("HTTP", status_kib(a.pid(), "VmHWM")));
 
     // 2 MiB answers (eth_call of code, put in place by a state override, that
@@ -447,44 +434,12 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
             "params": [{"to": code, "gas": "0x1c9c380"}, "latest",
                        {code: {"code": "0x621000006000f3"}}]})
     };
-    let answer_len = 2 + 2 * (1 << 20);
     let big_body = big_call(1).to_string();
-    // A call answered whole, or refused by a limit (an error).
-    let answers_in = move |answer: &Value| match answer["result"].as_str() {
-        Some(result) => {
-            assert_eq!(result.len(), answer_len, "a whole answer");
-            1
-        }
-        None => {
-            assert!(answer["error"].is_object(), "{answer}");
-            0
-        }
-    };
-    let deadline = Instant::now() + PHASE;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..32 {
-        let (url, user, password, body) = (
-            url.clone(),
-            user.clone(),
-            password.clone(),
-            big_body.clone(),
-        );
-        tasks.spawn(async move {
-            let client = reqwest::Client::builder().no_proxy().build().unwrap();
-            let mut served = 0u64;
-            while Instant::now() < deadline {
-                let sent = send_json(&client, &url, (&user, &password), body.clone()).await;
-                let Ok(response) = sent else { continue };
-                if let Ok(answer) = response.json::<Value>().await {
-                    served += answers_in(&answer);
-                }
-            }
-            served
-        });
-    }
-    while let Some(n) = tasks.join_next().await {
-        served += n.unwrap();
-    }
+    let bodies = vec![big_body.clone(); 32];
+    served += http_flood(&url, (&user, &password), bodies, PHASE, |_, a| {
+        answers_in(a)
+    })
+    .await;
     peaks.push(("32 readers of 2 MiB answers", status_kib(a.pid(), "VmHWM")));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut stalled = Vec::new();
@@ -546,7 +501,7 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
     assert_eq!(answers.len(), 8);
     assert!(answers
         .iter()
-        .all(|a| a["result"].as_str().map(str::len) == Some(answer_len)));
+        .all(|a| a["result"].as_str().map(str::len) == Some(ANSWER_LEN)));
     served += 8;
     drop(ws);
     peaks.push(("a 16.8 MB answer", status_kib(a.pid(), "VmHWM")));
@@ -559,6 +514,57 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
         );
     }
     assert_eq!(a.shutdown_billed(COUNTER).await, served as f64);
+}
+
+/// The length of the result of the floods' `eth_call` (1 MiB of zeros, in hex).
+const ANSWER_LEN: usize = 2 + 2 * (1 << 20);
+
+/// A call of the floods answered whole (1), or refused by a limit (an error, 0).
+fn answers_in(answer: &Value) -> u64 {
+    match answer["result"].as_str() {
+        Some(result) => {
+            assert_eq!(result.len(), ANSWER_LEN, "a whole answer");
+            1
+        }
+        None => {
+            assert!(answer["error"].is_object(), "{answer}");
+            0
+        }
+    }
+}
+
+/// One connection per body, each POSTing it through nginx for `phase`; `count` says
+/// how many calls an answer (its status and JSON) served. Returns their sum.
+async fn http_flood(
+    url: &str,
+    (user, password): (&str, &str),
+    bodies: Vec<String>,
+    phase: Duration,
+    count: fn(u16, &Value) -> u64,
+) -> u64 {
+    let deadline = Instant::now() + phase;
+    let mut tasks = tokio::task::JoinSet::new();
+    for body in bodies {
+        let (url, user, password) = (url.to_owned(), user.to_owned(), password.to_owned());
+        tasks.spawn(async move {
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            let mut served = 0u64;
+            while Instant::now() < deadline {
+                let sent = send_json(&client, &url, (&user, &password), body.clone()).await;
+                let Ok(response) = sent else { continue };
+                let status = response.status().as_u16();
+                if let Ok(answer) = response.json::<Value>().await {
+                    served += count(status, &answer);
+                }
+            }
+            served
+        });
+    }
+    let mut served = 0;
+    while let Some(n) = tasks.join_next().await {
+        served += n.unwrap();
+    }
+    served
 }
 
 /// A WebSocket through nginx to the activity of `user`.
