@@ -20,6 +20,9 @@ pub const FILE: &str = "compute-units.json";
 /// still prices calls by their cost.
 const SHIPPED: &str = include_str!("../conf/compute-units.json");
 
+/// The largest table file read (a table of every method is a few KiB).
+pub const MAX_FILE: u64 = 1 << 20;
+
 /// A weight no method may exceed: a million times the cheapest call's 10.
 pub const MAX_WEIGHT: u32 = 10_000_000;
 
@@ -69,12 +72,29 @@ impl Table {
     }
 
     /// The table the runtime uses: `path` when it exists, else the shipped one.
+    /// Only a regular file of at most [`MAX_FILE`] bytes is read: the path is
+    /// configuration, and `/dev/zero` must not hang a start.
     pub fn load(path: &Path) -> Result<Table, String> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Table::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Table::shipped(),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        use std::io::Read;
+        let shown = path.display();
+        // Looked at before it is opened: opening a named pipe would wait for
+        // a writer.
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Table::shipped(),
+            Err(e) => return Err(format!("cannot read {shown}: {e}")),
+        };
+        if !meta.is_file() || meta.len() > MAX_FILE {
+            return Err(format!(
+                "compute-unit table {shown}: accepted: a regular file of at most {MAX_FILE} bytes"
+            ));
         }
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let mut text = String::new();
+        file.take(MAX_FILE)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        Table::parse(&text, path)
     }
 
     pub fn weights(&self) -> Weights {
@@ -123,5 +143,19 @@ mod tests {
         assert!(err.contains("`x` weighs 99999999"), "{err}");
         let err = Table::parse(r#"{"default": 1, "method": {}}"#, at).unwrap_err();
         assert!(err.contains("unknown field"), "{err}");
+        // Only a regular file, bounded, is read; a missing one is the shipped table.
+        let err = Table::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.contains("/dev/zero: accepted: a regular file"), "{err}");
+        assert!(Table::load(Path::new("/nonexistent/compute-units.json")).is_ok());
+        // A named pipe is refused without being opened (opening it would wait for a
+        // writer): on a thread, so that a regression fails here instead of hanging.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("compute-units.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Table::load(&fifo).map(drop)));
+        let loaded = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let err = loaded.expect("a named pipe is not waited on").unwrap_err();
+        assert!(err.contains("accepted: a regular file"), "{err}");
     }
 }
