@@ -59,10 +59,25 @@ pub async fn run() -> ExitCode {
         eprintln!("{NAME}: {e}");
         return ExitCode::FAILURE;
     }
-    let args: Vec<String> = std::env::args()
+    // args_os: `args` panics on an argument that is not UTF-8, and so does the SDK,
+    // which reads them that way: such an argument is refused by name here.
+    let args: Vec<String> = std::env::args_os()
         .skip(1)
-        .map(|a| text::printable(&a))
+        .map(|a| text::printable(&a.to_string_lossy()))
         .collect();
+    if let Some(at) = std::env::args_os()
+        .skip(1)
+        .position(|a| a.to_str().is_none())
+    {
+        let shown = args.get(at).map_or("", String::as_str);
+        let e = format!(
+            "argument {} ({shown}) is not UTF-8; accepted: UTF-8 text",
+            at.saturating_add(1)
+        );
+        log::error!("{e}");
+        eprintln!("{NAME}: {e}");
+        return ExitCode::FAILURE;
+    }
     log::info!(
         "{NAME} {} (pid {}): {}",
         env!("CARGO_PKG_VERSION"),

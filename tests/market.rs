@@ -249,3 +249,28 @@ fn the_self_test_passes_and_names_the_fix_for_each_failure() {
     );
     failing(json!({"bcrypt_cost": 99}), &["key `bcrypt_cost` is 99"]);
 }
+
+/// An argument that is not UTF-8 is refused by name, never a panic (the SDK reads its
+/// arguments as UTF-8 and would panic on it).
+#[test]
+fn an_argument_that_is_not_utf8_is_refused_without_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let provider = Provider::new(json!({}));
+    let out = std::process::Command::new(&provider.runtime)
+        .current_dir("/")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", provider.root.path())
+        .env("XDG_DATA_HOME", provider.root.path().join("xdg"))
+        .arg("offer-template")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("argument 2 (\\u{fffd}\\u{fffd}) is not UTF-8; accepted: UTF-8 text"),
+        "{stderr}"
+    );
+}
