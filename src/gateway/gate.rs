@@ -48,11 +48,6 @@ impl Refusal {
     pub fn error(&self) -> Bytes {
         jsonrpc::error(&Value::Null, jsonrpc::LIMIT_EXCEEDED, &self.to_string())
     }
-
-    /// The error for each call of a refused request, under its id.
-    pub fn errors_for(&self, message: &jsonrpc::Message) -> Bytes {
-        jsonrpc::refuse(message, jsonrpc::LIMIT_EXCEEDED, &self.to_string())
-    }
 }
 
 impl fmt::Display for Refusal {
@@ -174,14 +169,22 @@ impl Gate {
         &self.limits
     }
 
-    /// Admits a message of `calls` calls weighing `units`: what can never
-    /// pass (batch size, weight), then a slot in flight, then both buckets'
-    /// tokens, which are spent only when everything else passed.
+    /// Whether a message of `len` calls may be read on: a longer batch can
+    /// never pass. Asked before screening, since the parse keeps no more than
+    /// `batch` calls and admission sees only those that passed.
+    pub fn batch(&self, len: usize) -> Result<(), Refusal> {
+        match len > usize::try_from(self.limits.batch).unwrap_or(usize::MAX) {
+            true => Err(Refusal::permanent("batch", self.limits.batch)),
+            false => Ok(()),
+        }
+    }
+
+    /// Admits `calls` calls (no more than [`Gate::batch`] lets through)
+    /// weighing `units`: what can never pass (the weight), then a slot in
+    /// flight, then both buckets' tokens, which are spent only when
+    /// everything else passed.
     pub fn admit(&self, calls: usize, units: u64) -> Result<InFlight, Refusal> {
         let l = &self.limits;
-        if calls > usize::try_from(l.batch).unwrap_or(usize::MAX) {
-            return Err(Refusal::permanent("batch", l.batch));
-        }
         if !self.units.fits(units) {
             return Err(Refusal::permanent("cu_burst", l.cu_burst));
         }
@@ -263,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_checks_batch_then_in_flight_then_rate_and_spends_nothing_on_refusal() {
+    fn the_gate_checks_batch_and_in_flight_then_rate_and_spends_nothing_on_refusal() {
         let gate = Gate::new(&Limits {
             calls_per_sec: 1,
             burst: 10,
@@ -271,10 +274,8 @@ mod tests {
             batch: 5,
             ..Limits::default()
         });
-        assert_eq!(
-            gate.admit(6, 6).map(drop),
-            Err(Refusal::permanent("batch", 5))
-        );
+        assert_eq!(gate.batch(6), Err(Refusal::permanent("batch", 5)));
+        assert_eq!(gate.batch(5), Ok(()));
         let held = gate.admit(5, 5);
         assert!(held.is_ok());
         assert_eq!(
@@ -316,5 +317,10 @@ mod tests {
         let r = Refusal::new("in_flight", 32);
         assert_eq!(r.to_string(), "limit exceeded: in_flight (32)");
         assert_eq!(r.retry_after, Some(1));
+        // A batch over the limit kept no ids past it: one error, id null.
+        let e: serde_json::Value =
+            serde_json::from_slice(&Refusal::permanent("batch", 2).error()).unwrap();
+        assert_eq!(e["id"], serde_json::Value::Null);
+        assert_eq!(e["error"]["code"], -32005);
     }
 }

@@ -92,9 +92,9 @@ async fn post(
         Ok(message) => message,
         Err(bad) => return reply(StatusCode::OK, bad.answer()),
     };
-    if message.len() > batch {
-        let refusal = Refusal::permanent("batch", limits.batch);
-        return refused(&refusal, refusal.errors_for(&message));
+    if let Err(refusal) = shared.gate.batch(message.len()) {
+        // Only the first `batch` ids were kept: one error, with a null id.
+        return refused(&refusal, refusal.error());
     }
     // Nodes serve subscriptions over WebSockets only.
     let screened = screen(body, message, &shared.policy, limits, usize::MAX);

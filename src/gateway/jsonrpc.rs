@@ -131,25 +131,6 @@ pub fn error(id: &Value, code: i64, message: &str) -> Bytes {
     Bytes::from(error_value(id, code, message).to_string())
 }
 
-/// The gateway's answer refusing a whole message: for a single call, one
-/// error with its id; for a batch, an array with one error per call with its
-/// id, which ethers and viem both match to their calls. A batch longer than
-/// was kept (refused by the batch limit) gets one error with a null id: its
-/// ids were not kept, on purpose, to keep memory bounded.
-pub fn refuse(message: &Message, code: i64, text: &str) -> Bytes {
-    match message {
-        Message::Single(call) => error(call.id.as_ref().unwrap_or(&Value::Null), code, text),
-        Message::Batch { calls, len } if calls.len() == *len => {
-            let errors: Vec<Value> = calls
-                .iter()
-                .map(|c| error_value(c.id.as_ref().unwrap_or(&Value::Null), code, text))
-                .collect();
-            Bytes::from(Value::Array(errors).to_string())
-        }
-        Message::Batch { .. } => error(&Value::Null, code, text),
-    }
-}
-
 /// The error of calls the node did not answer within `timeout`, and one for
 /// each of `ids`.
 pub fn timed_out(ids: &[Value], timeout: std::time::Duration) -> (String, Vec<Value>) {
@@ -453,12 +434,15 @@ mod tests {
     #[test]
     fn refusals_answer_each_call_by_its_id() {
         let m = parse(br#"[{"id":1,"method":"a"},{"id":"x","method":"b"}]"#, 10).unwrap();
-        let v: Value = serde_json::from_slice(&refuse(&m, LIMIT_EXCEEDED, "no")).unwrap();
+        let errors = error_values(m.calls(), LIMIT_EXCEEDED, "no");
+        let v: Value = serde_json::from_slice(&answer_of(errors, true)).unwrap();
         assert_eq!(v[0]["id"], json!(1));
         assert_eq!(v[1]["id"], json!("x"));
         assert_eq!(v[1]["error"]["code"], json!(-32005));
-        let m = parse(br#"[{"id":1},{"id":2},{"id":3}]"#, 2).unwrap();
-        let v: Value = serde_json::from_slice(&refuse(&m, LIMIT_EXCEEDED, "no")).unwrap();
-        assert_eq!(v["id"], Value::Null);
+        // A single call's error is an object, not an array.
+        let m = parse(br#"{"id":7,"method":"a"}"#, 10).unwrap();
+        let errors = error_values(m.calls(), LIMIT_EXCEEDED, "no");
+        let v: Value = serde_json::from_slice(&answer_of(errors, false)).unwrap();
+        assert_eq!(v["id"], json!(7));
     }
 }

@@ -120,7 +120,7 @@ impl Limits {
         let (method, heaviest) = weights.heaviest();
         if u64::from(self.cu_burst) < heaviest {
             return Err(format!(
-                "key `{at}.cu_burst` is {} but {method} weighs {heaviest} compute units (`compute_units`): it could never be called; accepted: cu_burst at least the heaviest weight",
+                "key `{at}.cu_burst` is {} but {method} weighs {heaviest} compute units (the compute-unit table, or `method_weights`): it could never be called; accepted: cu_burst at least the heaviest weight",
                 self.cu_burst
             ));
         }

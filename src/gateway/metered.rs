@@ -25,11 +25,12 @@ pub struct Metered {
     inner: Incoming,
     scanner: Scanner,
     expected: Expected,
-    billing: bool,
-    /// The units of the request's notifications, billed once the node's
-    /// answer shows it took the request: an array, or nothing at all. A
-    /// single error object for a batch is the node refusing it whole.
-    notifications: u64,
+    /// `None` when the node's status carries no answers (a 4xx, passed
+    /// through unbilled); else the units of the request's notifications not
+    /// billed yet, billed once the node's answer shows it took the request: an
+    /// array, or nothing at all. A single error object for a batch is the
+    /// node refusing it whole.
+    notifications: Option<u64>,
     batch: bool,
     /// The gateway's answers to the calls of this batch it refused, written
     /// into the node's array before it closes (or as the array, if the node
@@ -57,8 +58,7 @@ impl Metered {
             inner,
             scanner: Scanner::default(),
             expected,
-            billing: notifications.is_some(),
-            notifications: notifications.unwrap_or(0),
+            notifications,
             batch,
             own,
             shared,
@@ -74,7 +74,7 @@ impl Metered {
             return;
         }
         let taken = notifications_taken(self.batch, shape);
-        let units = std::mem::take(&mut self.notifications);
+        let units = self.notifications.as_mut().map_or(0, std::mem::take);
         if taken {
             self.shared.ledger.add(Bill::units(units));
         }
@@ -108,12 +108,12 @@ impl Body for Metered {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         let data = match frame {
-            Some(Ok(frame)) if this.billing => match frame.into_data() {
+            Some(Ok(frame)) if this.notifications.is_some() => match frame.into_data() {
                 Ok(data) => data,
                 Err(frame) => return Poll::Ready(Some(Ok(frame))),
             },
             None => {
-                if this.billing {
+                if this.notifications.is_some() {
                     this.bill_notifications(true);
                 }
                 this.held = None;
@@ -140,7 +140,7 @@ impl Body for Metered {
             }
         });
         this.shared.ledger.add(bill);
-        if this.notifications > 0 {
+        if this.notifications.is_some_and(|n| n > 0) {
             this.bill_notifications(false);
         }
         let data = match closed.and_then(|at| Some((at, this.own_text(false)?))) {

@@ -119,25 +119,19 @@ pub fn screen(
         .collect();
     let mut refused = Vec::new();
     let mut passed = Vec::new();
-    let mut keep = Vec::new();
     for (call, verdict) in calls.into_iter().zip(&verdicts) {
         match verdict {
-            Some((code, text)) => {
-                if !call.is_notification() {
-                    let id = call.id.as_ref().unwrap_or(&Value::Null);
-                    refused.push(jsonrpc::error_value(id, *code, text));
-                }
-                keep.push(false);
+            Some((code, text)) if !call.is_notification() => {
+                let id = call.id.as_ref().unwrap_or(&Value::Null);
+                refused.push(jsonrpc::error_value(id, *code, text));
             }
-            None => {
-                passed.push(call);
-                keep.push(true);
-            }
+            Some(_) => {}
+            None => passed.push(call),
         }
     }
     let body = match passed.is_empty() {
         true => None,
-        false => rebuild(&body, &keep),
+        false => rebuild(&body, &verdicts),
     };
     Screened {
         body,
@@ -147,13 +141,13 @@ pub fn screen(
     }
 }
 
-/// The batch of the elements `keep` marks, as they were written.
-fn rebuild(body: &[u8], keep: &[bool]) -> Option<Bytes> {
+/// The batch of the elements no verdict refused, as they were written.
+fn rebuild<T>(body: &[u8], verdicts: &[Option<T>]) -> Option<Bytes> {
     let elements: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
     let kept: Vec<&str> = elements
         .iter()
-        .zip(keep)
-        .filter(|(_, k)| **k)
+        .zip(verdicts)
+        .filter(|(_, verdict)| verdict.is_none())
         .map(|(e, _)| e.get())
         .collect();
     Some(Bytes::from(format!("[{}]", kept.join(","))))

@@ -454,10 +454,11 @@ where
         let limits = shared.gate.limits();
         let batch = usize::try_from(limits.batch).unwrap_or(usize::MAX);
         let parsed = match jsonrpc::parse(&message, batch) {
-            Ok(parsed) if parsed.len() > batch => {
-                Err(Refusal::permanent("batch", limits.batch).errors_for(&parsed))
-            }
-            Ok(parsed) => Ok(parsed),
+            Ok(parsed) => match shared.gate.batch(parsed.len()) {
+                Ok(()) => Ok(parsed),
+                // Only the first `batch` ids were kept: one error, null id.
+                Err(refusal) => Err(refusal.error()),
+            },
             Err(bad) => Err(bad.answer()),
         };
         let parsed = match parsed {
