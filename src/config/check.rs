@@ -32,3 +32,22 @@ pub(super) fn in_range<T: PartialOrd + std::fmt::Display>(
         ))
     }
 }
+
+/// A non-empty list of words of letters, digits and `extra` (rpcdaemon's flag
+/// lists, the method policy's namespaces and methods).
+pub(super) fn words(key: &str, list: Vec<String>, extra: &str) -> Result<Vec<String>, String> {
+    let bad = list.iter().find(|w| {
+        w.is_empty()
+            || !w
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    });
+    match bad {
+        Some(bad) => Err(format!(
+            "key `{key}`: \"{}\" is not accepted; accepted: letters, digits and {extra:?}",
+            printable(bad)
+        )),
+        None if list.is_empty() => Err(format!("key `{key}` is empty")),
+        None => Ok(list),
+    }
+}

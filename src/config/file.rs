@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::check::{absolute, in_range};
+use super::check::{absolute, in_range, words};
 use super::gateway::{network_limits, network_policies, validate_socket_dir};
 use super::{Config, CredentialSettings, LogSettings, NodeSettings};
 use crate::hash::HashScheme;
@@ -379,25 +379,6 @@ fn binary(
     match given {
         Some(path) => absolute(key, &path).map(|()| path),
         None => Ok(runtime_dir.join(name)),
-    }
-}
-
-/// A non-empty list of words of letters, digits and `extra`: they become one
-/// comma-separated flag value.
-fn words(key: &str, list: Vec<String>, extra: &str) -> Result<Vec<String>, String> {
-    let bad = list.iter().find(|w| {
-        w.is_empty()
-            || !w
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
-    });
-    match bad {
-        Some(bad) => Err(format!(
-            "key `{key}`: \"{}\" is not accepted; accepted: letters, digits and {extra:?}",
-            printable(bad)
-        )),
-        None if list.is_empty() => Err(format!("key `{key}` is empty")),
-        None => Ok(list),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::check::absolute;
+use super::check::{absolute, words};
 use crate::gateway::{Limits, Policy, Weights, DENIED};
 use crate::network::NetworkSpec;
 use crate::text::printable;
@@ -65,8 +65,13 @@ pub(super) fn network_policies(
     networks
         .iter()
         .map(|(name, spec)| {
+            // http_api is checked where it is read.
             let (key, allow) = match &spec.methods {
-                Some(methods) => (format!("networks.{name}.methods.allow"), methods.allow.clone()),
+                Some(methods) => {
+                    let key = format!("networks.{name}.methods.allow");
+                    let allow = words(&key, methods.allow.clone(), "_")?;
+                    (key, allow)
+                }
                 None => (
                     "http_api".to_string(),
                     http_api
@@ -76,15 +81,6 @@ pub(super) fn network_policies(
                         .collect(),
                 ),
             };
-            let bad = allow.iter().find(|m| {
-                m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            });
-            if let Some(bad) = bad {
-                return Err(format!(
-                    "key `{key}`: \"{}\" is not a namespace or method; accepted: letters, digits and _",
-                    printable(bad)
-                ));
-            }
             let policy = Policy::new(allow).map_err(|e| format!("key `{key}`: {e}"))?;
             Ok((name.clone(), policy))
         })

@@ -201,7 +201,7 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
         ),
         (
             json!({"networks": {"a": {"slot": 0, "methods": {"allow": ["eth;x"]}}}, "default_network": "a"}),
-            "key `networks.a.methods.allow`: \"eth;x\" is not a namespace or method",
+            "key `networks.a.methods.allow`: \"eth;x\" is not accepted; accepted: letters, digits and \"_\"",
         ),
         (
             json!({"networks": {"a": {"slot": 0, "methods": {"deny": []}}}, "default_network": "a"}),
