@@ -16,7 +16,25 @@ pub fn prepare_all(config: &Config) -> Result<(), String> {
     prepare_activities_dir(config)?;
     crate::htpasswd::ensure_nobody_file(config.socket_dir())?;
     crate::nginx::write_routes(config)?;
+    crate::metrics::Store::new(config.data_dir()).prepare()?;
+    if let Some(file) = config.metrics_file() {
+        prepare_metrics_file(config, file)?;
+    }
     Ok(())
+}
+
+/// `metrics_file`'s folder must exist and be writable (node_exporter's textfile
+/// folder, which its package makes): a mistake shows at deploy and in `test`, not
+/// as a warning in every activity's log.
+fn prepare_metrics_file(config: &Config, file: &Path) -> Result<(), String> {
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    tempfile::tempfile_in(dir).map(drop).map_err(|e| {
+        format!(
+            "key `metrics_file` in {}: cannot write in {} ({e}); accepted: a file in a folder this user can write, such as node_exporter's textfile folder (/var/lib/prometheus/node-exporter on Debian) with this user in its group",
+            config.file().display(),
+            dir.display()
+        )
+    })
 }
 
 /// The network's datadir and the log folder.

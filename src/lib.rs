@@ -16,12 +16,14 @@ pub mod hash;
 pub mod health;
 pub mod htpasswd;
 pub mod logging;
+pub mod metrics;
 pub mod netlock;
 pub mod network;
 pub mod nginx;
 pub mod node;
 pub mod nodespec;
 pub mod offer;
+pub mod operator;
 pub mod owner;
 pub mod ports;
 pub mod request;
@@ -46,13 +48,17 @@ pub const NAME: &str = env!("CARGO_PKG_NAME");
 
 /// Runs one invocation (deploy, start, test, …) as the ExeUnit or the provider calls it.
 pub async fn run() -> ExitCode {
+    // Files the runtime, its children and the operator's commands create are never
+    // world-readable.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     // An operator's command of its own, outside the SDK's protocol and logging.
     let mut argv = std::env::args_os().skip(1);
-    if argv.next().is_some_and(|a| a == calibrate::COMMAND) {
-        return calibrate::main(argv).await;
+    match argv.next() {
+        Some(a) if a == calibrate::COMMAND => return calibrate::main(argv).await,
+        Some(a) if a == operator::metrics::COMMAND => return operator::metrics::main(argv),
+        Some(a) if a == operator::top::COMMAND => return operator::top::main(argv),
+        _ => {}
     }
-    // Files the runtime and its children create are never world-readable.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     // Logging must be up before the SDK reads the configuration, which may fail.
     let workdir = workdir_arg(std::env::args_os());
     if let Err(e) = logging::init(workdir.as_deref()) {

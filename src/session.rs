@@ -47,6 +47,19 @@ pub struct Session {
     ready_since: Instant,
 }
 
+/// Why a start failed: the step, as the operator's metrics count it
+/// (`ya_runtime_erigon_start_failures_total{reason}`), and what happened.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub reason: &'static str,
+    pub text: String,
+}
+
+/// Names the step a start failed at.
+fn at(reason: &'static str) -> impl FnOnce(String) -> StartFailure {
+    move |text| StartFailure { reason, text }
+}
+
 /// Starts (or checks) the node of the network the start arguments ask for, then
 /// issues the activity's credentials. On error, or when `cancel` asks to stop during
 /// a wait, nothing is left: no process, no entry.
@@ -55,19 +68,20 @@ pub async fn open(
     activity: &str,
     args: &[String],
     cancel: &Cancel,
-) -> Result<Session, String> {
+) -> Result<Session, StartFailure> {
     let network =
-        crate::request::network_from_start_args(args, config.networks(), config.default_network())?;
+        crate::request::network_from_start_args(args, config.networks(), config.default_network())
+            .map_err(at("arguments"))?;
     log::info!("activity {activity}: starting a {network} node");
     let started = Instant::now();
     let deadline = started + config.ready_timeout();
     // Deploy prepared these; a start without deploy (or after an operator's clean-up)
     // prepares its own network's folders again.
-    crate::deploy::prepare_network(config, &network)?;
-    crate::deploy::prepare_activities_dir(config)?;
-    let owner = Owner::current()?;
+    crate::deploy::prepare_network(config, &network).map_err(at("folders"))?;
+    crate::deploy::prepare_activities_dir(config).map_err(at("folders"))?;
+    let owner = Owner::current().map_err(at("folders"))?;
     sweep_dead_in_background(config.socket_dir(), &owner);
-    let rpc = JsonRpc::new(config.rpc_addr(&network))?;
+    let rpc = JsonRpc::new(config.rpc_addr(&network)).map_err(at("node"))?;
     let (backend, chain_id) = match network.mode() {
         Mode::Shared => {
             // The operator's node: it must answer now; a start waits for nothing else.
@@ -76,15 +90,21 @@ pub async fn open(
             let chain_id = cancel
                 .unless("waiting for the shared node", answer)
                 .await
-                .map_err(|e| format!("the provider's shared {network} node: {e}"))?;
+                .map_err(|e| format!("the provider's shared {network} node: {e}"))
+                .map_err(at("node"))?;
             (Backend::Shared, chain_id)
         }
         Mode::Managed => {
             let lock_path = NetworkLock::path_for(config.data_dir(), &network);
             let acquire = NetworkLock::acquire(&lock_path, &network, activity, deadline);
-            let lock = cancel.unless("waiting for the network", acquire).await?;
+            let lock = cancel
+                .unless("waiting for the network", acquire)
+                .await
+                .map_err(at("network_busy"))?;
             let spec = config.node_spec(&network);
-            let (node, chain_id) = Node::start(&spec, lock.raw_fd(), deadline, cancel).await?;
+            let (node, chain_id) = Node::start(&spec, lock.raw_fd(), deadline, cancel)
+                .await
+                .map_err(at("node"))?;
             (Backend::Managed(Box::new(OwnNode { node, lock })), chain_id)
         }
     };
@@ -123,8 +143,8 @@ pub async fn grant(
     config: &Config,
     network: &Network,
     owner: &Owner,
-) -> Result<(Credentials, Gateway), String> {
-    let (user, gateway) = open_gateway(config, network).await?;
+) -> Result<(Credentials, Gateway), StartFailure> {
+    let (user, gateway) = open_gateway(config, network).await.map_err(at("gateway"))?;
     let credentials = Credentials::issue(
         config.socket_dir(),
         &user,
@@ -132,7 +152,8 @@ pub async fn grant(
         config.password_hash(),
         owner,
     )
-    .await?;
+    .await
+    .map_err(at("credentials"))?;
     Ok((credentials, gateway))
 }
 
@@ -204,6 +225,11 @@ impl Session {
     /// The bill so far; `None` once cut off.
     pub fn billed(&self) -> Option<crate::gateway::Ledger> {
         self.gateway.as_ref().map(Gateway::ledger)
+    }
+
+    /// The gateway's counters for the operator; `None` once cut off.
+    pub fn meters(&self) -> Option<std::sync::Arc<crate::metrics::Meters>> {
+        self.gateway.as_ref().map(Gateway::meters)
     }
 
     /// Ends the activity's service: the password stops working, then every connection

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use harness::anvil::Anvil;
+use harness::exeunit::creds;
 use harness::nginx::{free_port, prepare_auth_dir};
 use harness::provider::Provider;
 use serde_json::{json, Value};
@@ -39,13 +40,6 @@ async fn shared_anvil_behind_nginx(
     provider.deploy_ok();
     let nginx = provider.nginx(port).workers(workers).start();
     (provider, node, nginx)
-}
-
-fn creds(status: &Value) -> (String, String) {
-    (
-        status["auth"]["user"].as_str().unwrap().to_string(),
-        status["auth"]["password"].as_str().unwrap().to_string(),
-    )
 }
 
 async fn post(url: &str, user: &str, password: &str, body: &Value) -> (u16, Value) {

@@ -1,6 +1,7 @@
 //! The endpoint as a requestor's user meets it: the real nginx with the shipped site
 //! configuration in front of full sessions run through the runtime binary.
 
+use harness::exeunit::creds;
 use harness::http::{call, Reply};
 use harness::nginx::{free_port, is_root, prepare_auth_dir, Nginx, Tls};
 use harness::provider::{htpasswd_verifies, Provider};
@@ -9,16 +10,6 @@ use serde_json::{json, Value};
 /// eth_chainId through nginx: what most of these tests ask.
 async fn post(url: &str, auth: Option<(&str, &str)>) -> Reply {
     call(url, auth, "eth_chainId").await
-}
-
-fn creds(status: &Value) -> (String, String) {
-    (
-        status["auth"]["user"].as_str().expect("user").to_string(),
-        status["auth"]["password"]
-            .as_str()
-            .expect("password")
-            .to_string(),
-    )
 }
 
 /// A provider whose public address is this nginx, deployed, with nginx started.

@@ -20,7 +20,7 @@ mod report;
 
 use std::ffi::OsString;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -66,7 +66,7 @@ pub async fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 async fn calibrate(args: &Args) -> Result<(), String> {
-    let (config, raw) = load_config()?;
+    let (config, raw) = crate::config::load_file(&crate::config::default_file(), COMMAND)?;
     let network = match &args.network {
         Some(name) => config
             .networks()
@@ -273,43 +273,6 @@ fn unreachable(error: &str, network: &Network, config: &Config) -> String {
         )
     };
     format!("cannot calibrate network {network}: {error} ({hint})")
-}
-
-/// Where the SDK reads the configuration (ya-runtime-sdk 0.4, `Context::try_with`):
-/// the first of `ya-runtime-erigon.{toml,yaml,yml,json}` that exists in the user's
-/// data folder, else the `.json`.
-fn config_path() -> PathBuf {
-    let dir = directories::ProjectDirs::from("", "", NAME)
-        .map(|dirs| dirs.data_dir().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from(NAME));
-    let json = dir.join(format!("{NAME}.json"));
-    ["toml", "yaml", "yml"]
-        .iter()
-        .map(|ext| dir.join(format!("{NAME}.{ext}")))
-        .find(|path| path.exists())
-        .unwrap_or(json)
-}
-
-/// The configuration as the runtime's own start loads it, and the file's JSON (for
-/// the keys `Config` does not hand out, and to check a table before it is written).
-fn load_config() -> Result<(Config, Value), String> {
-    let path = config_path();
-    let shown = path.display();
-    if path.extension() != Some(std::ffi::OsStr::new("json")) {
-        return Err(format!(
-            "configuration file {shown}: {COMMAND} reads JSON only; write it as {NAME}.json"
-        ));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "configuration file {shown} does not exist: {COMMAND} measures the node it names (the runtime writes the defaults there on its first run)"
-        ),
-        _ => format!("cannot read configuration file {shown}: {e}"),
-    })?;
-    let raw: Value =
-        serde_json::from_str(&text).map_err(|e| format!("configuration file {shown}: {e}"))?;
-    let config = Config::from_value(&raw, &path, &crate::config::runtime_dir()?)?;
-    Ok((config, raw))
 }
 
 /// Replaces the table atomically, once the runtime is known to accept it: a weight

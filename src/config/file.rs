@@ -78,6 +78,10 @@ pub(super) struct RawConfig {
     rpc_gas_cap: u64,
     rpc_returndata_bytes: u64,
     rpc_batch_concurrency: u32,
+    /// A file the runtimes keep current with the provider's metrics, in Prometheus'
+    /// text format: node_exporter's textfile collector reads it (see `metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_file: Option<PathBuf>,
 }
 
 /// Under the user's data folder; a HOME that is not UTF-8 cannot be written into the
@@ -131,6 +135,7 @@ impl Default for RawConfig {
             limits: serde_json::Map::new(),
             method_weights: BTreeMap::new(),
             compute_units_file: None,
+            metrics_file: None,
             // Just under the gateway's default call timeout (30 s): the node's own
             // error, naming the reason, arrives first, and the work stops there.
             rpc_evm_timeout_ms: 25_000,
@@ -212,6 +217,7 @@ impl RawConfig {
             rpc_gas_cap,
             rpc_returndata_bytes,
             rpc_batch_concurrency,
+            metrics_file,
         } = self;
         let public_addr = validate_public_addr(&public_addr)?;
         absolute("data_dir", &data_dir)?;
@@ -228,6 +234,15 @@ impl RawConfig {
         })?;
         if port_base == 0 {
             return Err("key `port_base` is 0; accepted: 1 to 65535".into());
+        }
+        if let Some(path) = &metrics_file {
+            absolute("metrics_file", path)?;
+            if path.extension().and_then(|e| e.to_str()) != Some("prom") {
+                return Err(format!(
+                    "key `metrics_file`: {} does not end in .prom, which node_exporter's textfile collector reads only; accepted: an absolute path ending in .prom, or no key",
+                    path.display()
+                ));
+            }
         }
         let compute_units_file = match compute_units_file {
             Some(path) => absolute("compute_units_file", &path).map(|()| path)?,
@@ -312,6 +327,7 @@ impl RawConfig {
             weights,
             policies,
             compute_units_file,
+            metrics_file,
         })
     }
 }

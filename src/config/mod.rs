@@ -96,6 +96,7 @@ pub struct Config {
     /// Each network's method policy, by name.
     pub(super) policies: std::collections::BTreeMap<String, Policy>,
     pub(super) compute_units_file: PathBuf,
+    pub(super) metrics_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -232,6 +233,16 @@ impl Config {
         &self.compute_units_file
     }
 
+    /// The Prometheus text file the runtimes keep current, if the operator asked.
+    pub fn metrics_file(&self) -> Option<&Path> {
+        self.metrics_file.as_deref()
+    }
+
+    /// The configured networks' names.
+    pub fn network_names(&self) -> Vec<String> {
+        self.networks.all().map(|n| n.name().to_owned()).collect()
+    }
+
     /// The methods `network`'s activities may call.
     pub fn policy(&self, network: &Network) -> Policy {
         self.policies
@@ -274,6 +285,46 @@ impl Config {
             bounds: self.node.bounds.clone(),
         }
     }
+}
+
+/// Where the SDK reads the configuration (ya-runtime-sdk 0.4, `Context::try_with`):
+/// the first of `ya-runtime-erigon.{toml,yaml,yml,json}` that exists in the user's
+/// data folder, else the `.json`. The operator's commands (`calibrate`, `metrics`,
+/// `top`) read the same file.
+pub fn default_file() -> PathBuf {
+    let name = crate::NAME;
+    let dir = directories::ProjectDirs::from("", "", name)
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(name));
+    let json = dir.join(format!("{name}.json"));
+    ["toml", "yaml", "yml"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|path| path.exists())
+        .unwrap_or(json)
+}
+
+/// The configuration at `path` as the runtime's own start loads it, and the file's
+/// JSON (for the keys `Config` does not hand out). `command` names the operator's
+/// command in errors.
+pub fn load_file(path: &Path, command: &str) -> Result<(Config, serde_json::Value), String> {
+    let shown = path.display();
+    let name = crate::NAME;
+    if path.extension() != Some(std::ffi::OsStr::new("json")) {
+        return Err(format!(
+            "configuration file {shown}: {command} reads JSON only; write it as {name}.json"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "configuration file {shown} does not exist: {command} reads the provider's configuration (the runtime writes the defaults there on its first run)"
+        ),
+        _ => format!("cannot read configuration file {shown}: {e}"),
+    })?;
+    let raw: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("configuration file {shown}: {e}"))?;
+    let config = Config::from_value(&raw, path, &runtime_dir()?)?;
+    Ok((config, raw))
 }
 
 /// The runtime binary's folder, where erigon and rpcdaemon are looked for by default:

@@ -211,6 +211,8 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
         (json!({"rpc_evm_timeout_ms": 0}), "key `rpc_evm_timeout_ms` is 0"),
         (json!({"rpc_batch_concurrency": 0}), "key `rpc_batch_concurrency` is 0"),
         (json!({"compute_units_file": "units.json"}), "key `compute_units_file`: \"units.json\" is a relative path"),
+        (json!({"metrics_file": "m.prom"}), "key `metrics_file`: \"m.prom\" is a relative path"),
+        (json!({"metrics_file": "/var/lib/m.txt"}), "key `metrics_file`: /var/lib/m.txt does not end in .prom"),
         (json!([1, 2]), "configuration file /etc/x.json"),
     ];
     for (value, expected) in cases {

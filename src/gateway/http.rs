@@ -41,16 +41,25 @@ pub async fn handle(
         // Nothing is read, admitted or billed.
         return Ok(reply(StatusCode::FORBIDDEN, Bytes::new()));
     }
-    if req.method() == Method::GET && ws::is_upgrade(&req) {
-        return Ok(ws::accept(&mut req, &shared, &slot).await);
-    }
-    if req.method() != Method::POST {
+    let resp = if req.method() == Method::GET && ws::is_upgrade(&req) {
+        ws::accept(&mut req, &shared, &slot).await
+    } else if req.method() != Method::POST {
         let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST, GET"));
-        return Ok(resp);
+        resp
+    } else {
+        post(req, Arc::clone(&shared), &link, busy).await
+    };
+    // The node's answers are counted as they stream (see `metered`); the
+    // gateway's own are whole.
+    if let Either::Left(own) = resp.body() {
+        let len = own.size_hint().exact().unwrap_or(0);
+        shared
+            .meters
+            .sent(usize::try_from(len).unwrap_or(usize::MAX));
     }
-    Ok(post(req, shared, &link, busy).await)
+    Ok(resp)
 }
 
 async fn post(
@@ -62,6 +71,7 @@ async fn post(
     let max = shared.gate.limits().body_bytes;
     let too_large = || {
         let refusal = Refusal::permanent("body_bytes", max);
+        shared.meters.refused(refusal.limit, 1);
         refused(&refusal, refusal.error())
     };
     // A body announced too large is refused before any of it is read.
@@ -73,13 +83,19 @@ async fn post(
     let reserve = hint.exact().unwrap_or(u64::from(max));
     let _budget = match shared.gate.reserve_body(reserve) {
         Ok(budget) => budget,
-        Err(refusal) => return refused(&refusal, refusal.error()),
+        Err(refusal) => {
+            shared.meters.refused(refusal.limit, 1);
+            return refused(&refusal, refusal.error());
+        }
     };
     let max = usize::try_from(max).unwrap_or(usize::MAX);
     let reserve = usize::try_from(reserve).unwrap_or(max).min(max);
     let read = read_body(req.into_body(), reserve, max);
     let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
-        Ok(Ok(Some(body))) => body,
+        Ok(Ok(Some(body))) => {
+            shared.meters.received(body.len());
+            body
+        }
         Ok(Ok(None)) => return too_large(),
         failed => {
             log::debug!("gateway: no request body: {failed:?}");
@@ -94,18 +110,25 @@ async fn post(
     };
     if let Err(refusal) = shared.gate.batch(message.len()) {
         // Only the first `batch` ids were kept: one error, with a null id.
+        shared.meters.refused(refusal.limit, message.len());
         return refused(&refusal, refusal.error());
     }
     // Nodes serve subscriptions over WebSockets only.
     let screened = screen(body, message, &shared.policy, limits, usize::MAX);
+    for reason in &screened.reasons {
+        shared.meters.refused(reason, 1);
+    }
     let Some(body) = screened.body.clone() else {
         // Every call was refused here: nothing reaches the node.
         return reply(StatusCode::OK, screened.own_answer().unwrap_or_default());
     };
-    let (expected, notifications, units) = Expected::weighed(&screened.calls, &shared.weights);
+    let methods = shared.meters.methods();
+    let (expected, notifications, units) =
+        Expected::weighed(&screened.calls, &shared.weights, methods);
     let permit = match shared.gate.admit(screened.calls.len(), units) {
         Ok(permit) => permit,
         Err(refusal) => {
+            shared.meters.refused(refusal.limit, screened.calls.len());
             let text = screened.all_failed(jsonrpc::LIMIT_EXCEEDED, &refusal.to_string());
             return refused(&refusal, text);
         }
@@ -173,21 +196,28 @@ async fn forward(
     // On a timeout the request's future is dropped, and with it the node
     // connection that carried it (the link keeps no connection while a
     // request is on it): Erigon cancels a call whose connection closed.
+    let asked = std::time::Instant::now();
     let answer = match tokio::time::timeout(timeout, link.send(req)).await {
-        Ok(Ok(answer)) if !answer.status().is_server_error() => answer,
+        Ok(Ok(answer)) if !answer.status().is_server_error() => {
+            shared.meters.node_time(asked.elapsed());
+            answer
+        }
         Ok(Ok(answer)) => {
             log::warn!("gateway: the node answered {}", answer.status());
-            return unavailable(&screened);
+            return unavailable(&screened, &shared);
         }
         Ok(Err(e)) => {
             log::warn!("gateway: the node is unreachable: {e}");
-            return unavailable(&screened);
+            return unavailable(&screened, &shared);
         }
         Err(_) => {
             log::info!("gateway: the node did not answer within {timeout:?}; its calls are billed");
-            let (bill, ids) = expected.give_up();
-            shared.ledger.add(bill.plus(Bill::units(notifications)));
-            let mut errors = jsonrpc::timed_out(&ids, timeout).1;
+            let given = expected.give_up();
+            shared
+                .ledger
+                .add(given.bill.plus(Bill::units(notifications)));
+            shared.meters.timed_out(given.methods);
+            let mut errors = jsonrpc::timed_out(&given.ids, timeout).1;
             errors.extend(screened.refused);
             return reply(StatusCode::OK, jsonrpc::answer_of(errors, screened.batch));
         }
@@ -231,7 +261,8 @@ async fn forward(
 
 /// 502 with an internal error for each call: nothing was answered, nothing
 /// is billed.
-fn unavailable(screened: &Screened) -> Response<ReplyBody> {
+fn unavailable(screened: &Screened, shared: &Shared) -> Response<ReplyBody> {
+    shared.meters.unavailable();
     let text = screened.all_failed(INTERNAL_ERROR, "the node is unavailable");
     reply(StatusCode::BAD_GATEWAY, text)
 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::ids::MAX_ID;
 use super::jsonrpc::Call;
 use super::limits::Weights;
+use crate::metrics::{MethodSlot, Methods};
 
 /// What a gateway billed: calls answered, and their compute units.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,6 +104,8 @@ struct Owed {
     key: Option<u64>,
     weight: u64,
     kind: Kind,
+    /// Its method's label in the metrics.
+    method: MethodSlot,
     /// Its id, for an answer of the gateway's own (a timeout); kept only when
     /// short, so that what waits costs little (a long one is answered as null).
     id: Value,
@@ -113,6 +116,7 @@ struct Owed {
 pub struct Answered {
     pub weight: u64,
     pub kind: Kind,
+    pub method: MethodSlot,
 }
 
 /// The calls of one request that still wait for an answer, in request order.
@@ -128,14 +132,16 @@ pub struct Expected {
 
 impl Expected {
     /// The answers `calls` expect, and the units of its notifications.
+    #[cfg(test)]
     pub fn new(calls: &[Call], weights: &Weights) -> (Expected, u64) {
-        let (expected, notifications, _) = Expected::weighed(calls, weights);
+        let (expected, notifications, _) = Expected::weighed(calls, weights, &Methods::default());
         (expected, notifications)
     }
 
     /// [`Expected::new`], and what all the calls weigh together (what the
-    /// request takes from the `cu_per_sec` bucket): each weight looked up once.
-    pub fn weighed(calls: &[Call], weights: &Weights) -> (Expected, u64, u64) {
+    /// request takes from the `cu_per_sec` bucket): each weight looked up once, and
+    /// each method's label in `methods`.
+    pub fn weighed(calls: &[Call], weights: &Weights, methods: &Methods) -> (Expected, u64, u64) {
         let mut total = 0u64;
         let mut notifications = 0u64;
         let mut owed = Vec::with_capacity(calls.len());
@@ -154,6 +160,7 @@ impl Expected {
                 key: call.key,
                 weight,
                 kind: Kind::of(call.method.as_deref()),
+                method: methods.slot(call.method.as_deref()),
                 id,
             }));
         }
@@ -197,21 +204,22 @@ impl Expected {
         Some(Answered {
             weight: owed.weight,
             kind: owed.kind,
+            method: owed.method,
         })
     }
 
     /// Ends the wait for every call still owed (the call timeout): their
-    /// bill, and the ids their errors carry.
-    pub fn give_up(&mut self) -> (Bill, Vec<Value>) {
-        let mut bill = Bill::default();
-        let mut ids = Vec::new();
+    /// bill, the ids their errors carry, and their methods' labels.
+    pub fn give_up(&mut self) -> GivenUp {
+        let mut given = GivenUp::default();
         for owed in self.owed.iter_mut().filter_map(Option::take) {
-            bill = bill.plus(Bill::call(owed.weight));
-            ids.push(owed.id);
+            given.bill = given.bill.plus(Bill::call(owed.weight));
+            given.ids.push(owed.id);
+            given.methods.push(owed.method);
         }
         self.remaining = 0;
         self.next = self.owed.len();
-        (bill, ids)
+        given
     }
 
     /// Subscriptions among the calls still owed.
@@ -228,6 +236,14 @@ impl Expected {
     }
 }
 
+/// The calls given up at the call timeout (see [`Expected::give_up`]).
+#[derive(Debug, Default)]
+pub struct GivenUp {
+    pub bill: Bill,
+    pub ids: Vec<Value>,
+    pub methods: Vec<MethodSlot>,
+}
+
 /// Whether the node took a request's notifications, judged by the first
 /// byte of its answer (`None`: it answered nothing): a batch answered with a
 /// single object was refused whole (anvil answers a batch holding one
@@ -236,23 +252,36 @@ pub fn notifications_taken(request_batch: bool, answer_batch: Option<bool>) -> b
     !(request_batch && answer_batch == Some(false))
 }
 
+/// What [`exchange`] found.
+#[derive(Debug)]
+pub struct Exchanged {
+    pub bill: Bill,
+    /// How many calls were owed an answer.
+    pub owed: usize,
+    /// The answered calls as the operator's metrics count them, by method: they
+    /// must sum to `bill.calls`.
+    pub counted: u64,
+}
+
 /// The bill the gateway makes of one exchange over HTTP: `request` as the
 /// client sent it, `answer` as the node sent it (a 2xx), read in pieces of
-/// `piece` bytes; and how many calls were owed an answer. `None` for a
-/// request the gateway answers itself (not JSON-RPC). The same parse, scanner
-/// and matcher the gateway runs, for the fuzz target and the property test.
+/// `piece` bytes. `None` for a request the gateway answers itself (not
+/// JSON-RPC). The same parse, scanner, matcher and metrics the gateway runs, for
+/// the fuzz target and the property test.
 pub fn exchange(
     request: &[u8],
     answer: &[u8],
     piece: usize,
     weights: &Weights,
-) -> Option<(Bill, usize)> {
+) -> Option<Exchanged> {
     let message = super::jsonrpc::parse(request, usize::MAX).ok()?;
     let (calls, batch) = match message {
         super::jsonrpc::Message::Single(call) => (vec![call], false),
         super::jsonrpc::Message::Batch { calls, .. } => (calls, true),
     };
-    let (mut expected, notifications) = Expected::new(&calls, weights);
+    let methods = Methods::new(weights.methods.keys().map(String::as_str));
+    let meters = crate::metrics::Meters::new(methods.clone());
+    let (mut expected, notifications, _) = Expected::weighed(&calls, weights, &methods);
     let owed = expected.remaining;
     let mut bill = Bill::default();
     let mut scanner = super::scan::Scanner::default();
@@ -260,6 +289,7 @@ pub fn exchange(
         scanner.feed(chunk, |found| {
             if let Some(a) = expected.answer(found.key) {
                 bill = bill.plus(Bill::call(a.weight));
+                meters.answered(a.method, found.error);
             }
         });
     }
@@ -267,7 +297,12 @@ pub fn exchange(
     if notifications_taken(batch, shape) {
         bill = bill.plus(Bill::units(notifications));
     }
-    Some((bill, owed))
+    let counted = meters.read().calls.values().sum();
+    Some(Exchanged {
+        bill,
+        owed,
+        counted,
+    })
 }
 
 fn short(id: &Value) -> bool {
@@ -445,9 +480,10 @@ mod tests {
                 (_, [one, ..]) => one.to_string(),
                 (_, []) => String::new(),
             };
-            let Some((bill, owed)) = exchange(text.as_bytes(), answer.as_bytes(), piece, &weights) else {
+            let Some(Exchanged { bill, owed, counted }) = exchange(text.as_bytes(), answer.as_bytes(), piece, &weights) else {
                 return Err(TestCaseError::fail(format!("the request was refused: {text}")));
             };
+            prop_assert_eq!(counted, bill.calls, "the metrics count what the bill bills");
             let given = match &request { Value::Array(_) => answers.len(), _ => answers.len().min(1) };
             prop_assert_eq!(bill.calls, given.min(owed) as u64, "answers given {} owed {}", given, owed);
             // The model reads the request from the text sent, as the gateway
@@ -498,9 +534,10 @@ mod tests {
         let m = parse(body.as_bytes(), 10).unwrap();
         let (mut e, _) = Expected::new(m.calls(), &Weights::default());
         assert!(e.answer(key("2")).is_some());
-        let (bill, ids) = e.give_up();
-        assert_eq!(bill, Bill { calls: 2, units: 2 });
-        assert_eq!(ids, vec![serde_json::json!(1), Value::Null]);
+        let given = e.give_up();
+        assert_eq!(given.bill, Bill { calls: 2, units: 2 });
+        assert_eq!(given.ids, vec![serde_json::json!(1), Value::Null]);
+        assert_eq!(given.methods.len(), 2);
         assert!(e.done());
     }
 

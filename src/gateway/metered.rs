@@ -128,15 +128,20 @@ impl Body for Metered {
                         None
                     }
                 };
+                if let Some(own) = &own {
+                    this.shared.meters.sent(own.len());
+                }
                 return Poll::Ready(own.map(|t| Ok(Frame::data(t))));
             }
             other => return Poll::Ready(other),
         };
         let mut bill = Bill::default();
         let expected = &mut this.expected;
+        let meters = &this.shared.meters;
         let closed = this.scanner.feed(&data, |found| {
             if let Some(answered) = expected.answer(found.key) {
                 bill = bill.plus(Bill::call(answered.weight));
+                meters.answered(answered.method, found.error);
             }
         });
         this.shared.ledger.add(bill);
@@ -150,6 +155,7 @@ impl Body for Metered {
             }
             None => data,
         };
+        this.shared.meters.sent(data.len());
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 

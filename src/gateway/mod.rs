@@ -50,11 +50,12 @@ use tokio::task::JoinHandle;
 
 pub use conns::IDLE_SECS;
 pub use limits::{Limits, Policy, Weights, DENIED, NOTIFICATION};
-pub use meter::{exchange, Bill, Ledger};
+pub use meter::{exchange, Bill, Exchanged, Ledger};
 
 // nginx must drop an idle connection to a seat before the gateway does.
 const _: () = assert!(crate::seat::KEEPALIVE_SECS < IDLE_SECS);
 
+use crate::metrics::{Meters, Methods};
 use crate::seat::Seat;
 
 use conns::{Conns, Pulse};
@@ -98,6 +99,8 @@ pub(crate) struct Shared {
     weights: Weights,
     policy: Policy,
     ledger: Ledger,
+    /// The operator's counters (see `metrics`): what the bill does not say.
+    meters: Arc<Meters>,
     upstream: SocketAddr,
     shutdown: watch::Receiver<bool>,
 }
@@ -138,12 +141,15 @@ impl Gateway {
             .map_err(|e| format!("cannot set the mode of {shown}: {e}"))?;
         let meta = std::fs::symlink_metadata(&socket).map_err(|e| format!("{shown}: {e}"))?;
         let (shutdown, stopping) = watch::channel(false);
+        let methods = spec.weights.methods.keys().map(String::as_str);
+        let methods = Methods::new(methods.filter(|m| *m != NOTIFICATION));
         let shared = Arc::new(Shared {
             user,
             gate: Gate::new(&spec.limits),
             weights: spec.weights,
             policy: spec.policy,
             ledger: Ledger::default(),
+            meters: Arc::new(Meters::new(methods)),
             upstream: spec.upstream,
             shutdown: stopping,
         });
@@ -166,6 +172,11 @@ impl Gateway {
     /// [`Gateway::billed`], readable after the gateway is gone.
     pub fn ledger(&self) -> Ledger {
         self.shared.ledger.clone()
+    }
+
+    /// The gateway's counters for the operator, readable after it is gone.
+    pub fn meters(&self) -> Arc<Meters> {
+        Arc::clone(&self.shared.meters)
     }
 
     /// Stops accepting and closes every connection now: idle keep-alive
@@ -238,7 +249,10 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
                         let shared = Arc::clone(&shared);
                         connections.spawn(|pulse, close| serve(stream, shared, slot, pulse, close));
                     }
-                    Err(refusal) => turn_away(&stream, &refusal),
+                    Err(refusal) => {
+                        shared.meters.refused(refusal.limit, 1);
+                        turn_away(&stream, &refusal);
+                    }
                 },
                 Err(e) => {
                     // Out of descriptors, most likely: let connections end.

@@ -26,6 +26,9 @@ pub struct Screened {
     /// The gateway's own answers to the calls refused (notifications refused
     /// get none).
     pub refused: Vec<Value>,
+    /// Why each refused call was refused (notifications included), for the
+    /// metrics: `policy`, or the limit's key.
+    pub reasons: Vec<&'static str>,
     /// Whether the request was a batch (its answers go in an array).
     pub batch: bool,
 }
@@ -48,14 +51,14 @@ impl Screened {
     }
 }
 
-/// Why a call may not reach the node, as its error. `room` is how many more
-/// subscriptions may be asked for; each that passes takes one.
+/// Why a call may not reach the node: the reason's name and the error. `room` is
+/// how many more subscriptions may be asked for; each that passes takes one.
 fn refusal(
     call: &Call,
     policy: &Policy,
     limits: &Limits,
     room: &mut usize,
-) -> Option<(i64, String)> {
+) -> Option<(&'static str, i64, String)> {
     if !policy.allows(call.method.as_deref()) {
         let method: String = call
             .method
@@ -64,19 +67,24 @@ fn refusal(
             .chars()
             .take(SHOWN)
             .collect();
-        return Some((METHOD_NOT_FOUND, format!("method not allowed: {method}")));
+        return Some((
+            "policy",
+            METHOD_NOT_FOUND,
+            format!("method not allowed: {method}"),
+        ));
     }
     if call.method.as_deref() == Some("eth_subscribe") {
         match room.checked_sub(1) {
             Some(left) => *room = left,
             None => {
                 let text = format!("limit exceeded: subscriptions ({})", limits.subscriptions);
-                return Some((LIMIT_EXCEEDED, text));
+                return Some(("subscriptions", LIMIT_EXCEEDED, text));
             }
         }
     }
     match call.logs_span {
         Some(span) if span > u64::from(limits.logs_blocks) => Some((
+            "logs_blocks",
             LIMIT_EXCEEDED,
             format!(
                 "limit exceeded: logs_blocks ({}): this range spans {span} blocks",
@@ -110,22 +118,26 @@ pub fn screen(
             body: Some(body),
             calls,
             refused: Vec::new(),
+            reasons: Vec::new(),
             batch,
         };
     }
-    let verdicts: Vec<Option<(i64, String)>> = calls
+    let verdicts: Vec<Option<(&'static str, i64, String)>> = calls
         .iter()
         .map(|c| refusal(c, policy, limits, &mut subscriptions))
         .collect();
     let mut refused = Vec::new();
+    let mut reasons = Vec::new();
     let mut passed = Vec::new();
     for (call, verdict) in calls.into_iter().zip(&verdicts) {
         match verdict {
-            Some((code, text)) if !call.is_notification() => {
-                let id = call.id.as_ref().unwrap_or(&Value::Null);
-                refused.push(jsonrpc::error_value(id, *code, text));
+            Some((reason, code, text)) => {
+                reasons.push(*reason);
+                if !call.is_notification() {
+                    let id = call.id.as_ref().unwrap_or(&Value::Null);
+                    refused.push(jsonrpc::error_value(id, *code, text));
+                }
             }
-            Some(_) => {}
             None => passed.push(call),
         }
     }
@@ -137,6 +149,7 @@ pub fn screen(
         body,
         calls: passed,
         refused,
+        reasons,
         batch,
     }
 }
@@ -204,6 +217,7 @@ mod tests {
             Some(2),
             "no answer to a notification"
         );
+        assert_eq!(s.reasons, ["policy", "policy", "logs_blocks"]);
         let s =
             screened(r#"[{"id":1,"method":"eth_subscribe"},{"id":2,"method":"eth_subscribe"}]"#);
         assert_eq!(s.calls.len(), 1, "room for one subscription");

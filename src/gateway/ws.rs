@@ -53,6 +53,7 @@ use super::reply::{refused, reply, ReplyBody};
 use super::scan::{Found, Scanner};
 use super::screen::screen;
 use super::{stopped, Shared, WsSlot};
+use crate::metrics::{Meters, WebSocketGauge};
 
 /// Each side's read buffer, which frame headers and control frames are
 /// read from.
@@ -108,12 +109,16 @@ pub async fn accept(
     let accept_key = derive_accept_key(key.as_bytes());
     let permit = match shared.gate.open_websocket() {
         Ok(permit) => permit,
-        Err(refusal) => return refused(&refusal, refusal.error()),
+        Err(refusal) => {
+            shared.meters.refused(refusal.limit, 1);
+            return refused(&refusal, refusal.error());
+        }
     };
     let node = match tokio::time::timeout(CONNECT_TIMEOUT, connect(shared)).await {
         Ok(Ok(node)) => node,
         failed => {
             log::warn!("gateway: no WebSocket to the node: {failed:?}");
+            shared.meters.unavailable();
             let text = jsonrpc::error(
                 &Value::Null,
                 jsonrpc::INTERNAL_ERROR,
@@ -192,18 +197,30 @@ struct Sent {
     /// Its notifications' units, billed once the answer shows the node took
     /// them.
     notifications: u64,
+    /// Whether the node's answer time is counted yet (at its first answer).
+    timed: bool,
 }
 
 /// Request messages sent to the node and not yet answered, oldest first.
-#[derive(Default)]
 struct Pending {
     sent: VecDeque<Sent>,
     seq: u64,
     /// Subscriptions the node confirmed and has not ended.
     live: usize,
+    /// The WebSocket and its subscriptions, in the operator's counters.
+    gauge: WebSocketGauge,
 }
 
 impl Pending {
+    fn new(meters: &Arc<Meters>) -> Pending {
+        Pending {
+            sent: VecDeque::new(),
+            seq: 0,
+            live: 0,
+            gauge: meters.websocket(),
+        }
+    }
+
     fn push(&mut self, expected: Expected, slot: InFlight, batch: bool, notifications: u64) {
         self.seq = self.seq.wrapping_add(1);
         self.sent.push_back(Sent {
@@ -213,29 +230,40 @@ impl Pending {
             at: Instant::now(),
             batch,
             notifications,
+            timed: false,
         });
     }
 
     /// What one answer object bills, and the message it answers: its call's,
     /// matched by key across the messages in flight, else the oldest call
     /// still owed (an answer is billed once whatever its id); a subscription
-    /// made or ended is counted.
-    fn answer(&mut self, found: &Found) -> Option<(Bill, u64)> {
+    /// made or ended is counted, and so is the node's time to the message's
+    /// first answer.
+    fn answer(&mut self, found: &Found, meters: &Meters) -> Option<(Bill, u64)> {
         let key = found.key;
-        let by_key = self
-            .sent
-            .iter_mut()
-            .find_map(|s| s.expected.answer_by_key(key).map(|a| (a, s.seq)));
-        let (answered, seq) = by_key.or_else(|| {
-            self.sent
-                .iter_mut()
-                .find_map(|s| s.expected.answer_first().map(|a| (a, s.seq)))
-        })?;
+        let by_key = self.sent.iter_mut().find_map(|s| {
+            let a = s.expected.answer_by_key(key)?;
+            Some((a, s))
+        });
+        let (answered, sent) = match by_key {
+            Some(found) => found,
+            None => self.sent.iter_mut().find_map(|s| {
+                let a = s.expected.answer_first()?;
+                Some((a, s))
+            })?,
+        };
+        if !sent.timed {
+            sent.timed = true;
+            meters.node_time(sent.at.elapsed());
+        }
+        let seq = sent.seq;
+        meters.answered(answered.method, found.error);
         match answered.kind {
             Kind::Subscribe if !found.error => self.live = self.live.saturating_add(1),
             Kind::Unsubscribe if found.result_true => self.live = self.live.saturating_sub(1),
             _ => {}
         }
+        self.gauge.subscriptions(self.live);
         Some((Bill::call(answered.weight), seq))
     }
 
@@ -308,6 +336,7 @@ impl End {
 /// node asked for them, all within a rate.
 struct Controls {
     own: mpsc::Sender<(OpCode, Vec<u8>)>,
+    meters: Arc<Meters>,
     rate: TokenBucket,
     /// Pings the node sent that the client has not answered yet.
     node_pings: Arc<AtomicU32>,
@@ -332,6 +361,7 @@ impl Controls {
             return node.frame(op, &mut payload).await.map_err(|_| End::Node);
         }
         if self.rate.take(1).is_err() {
+            self.meters.refused("pings", 1);
             return Err(End::policy(format!(
                 "limit exceeded: pings ({PINGS_PER_SEC} a second)"
             )));
@@ -358,11 +388,12 @@ pub async fn relay(upgrade: Upgrade, shared: Arc<Shared>) {
     let (node_rd, node_wr) = tokio::io::split(TokioIo::new(node));
     let mut to_client = Writer::new(client_wr, false);
     let mut to_node = Writer::new(node_wr, true);
-    let pending = Mutex::new(Pending::default());
+    let pending = Mutex::new(Pending::new(&shared.meters));
     let sent = Notify::new();
     let (own_tx, own_rx) = mpsc::channel(OWN_ANSWERS);
     let controls = Controls {
         own: own_tx,
+        meters: Arc::clone(&shared.meters),
         rate: TokenBucket::new(PINGS_PER_SEC, PING_BURST),
         node_pings: Arc::default(),
     };
@@ -451,13 +482,17 @@ where
                 }
             }
         };
+        shared.meters.received(message.len());
         let limits = shared.gate.limits();
         let batch = usize::try_from(limits.batch).unwrap_or(usize::MAX);
         let parsed = match jsonrpc::parse(&message, batch) {
             Ok(parsed) => match shared.gate.batch(parsed.len()) {
                 Ok(()) => Ok(parsed),
                 // Only the first `batch` ids were kept: one error, null id.
-                Err(refusal) => Err(refusal.error()),
+                Err(refusal) => {
+                    shared.meters.refused(refusal.limit, parsed.len());
+                    Err(refusal.error())
+                }
             },
             Err(bad) => Err(bad.answer()),
         };
@@ -475,6 +510,9 @@ where
             .lock()
             .map_or(0, |p| p.subscription_room(limits.subscriptions));
         let screened = screen(Bytes::from(message), parsed, &shared.policy, limits, room);
+        for reason in &screened.reasons {
+            shared.meters.refused(reason, 1);
+        }
         if let Some(own) = screened.own_answer() {
             if controls.own.send((TEXT, own.to_vec())).await.is_err() {
                 return End::ClientLeft;
@@ -483,10 +521,13 @@ where
         let Some(body) = screened.body else {
             continue;
         };
-        let (expected, notifications, units) = Expected::weighed(&screened.calls, &shared.weights);
+        let methods = shared.meters.methods();
+        let (expected, notifications, units) =
+            Expected::weighed(&screened.calls, &shared.weights, methods);
         let permit = match shared.gate.admit(screened.calls.len(), units) {
             Ok(permit) => permit,
             Err(refusal) => {
+                shared.meters.refused(refusal.limit, screened.calls.len());
                 let errors = jsonrpc::error_values(
                     &screened.calls,
                     jsonrpc::LIMIT_EXCEEDED,
@@ -537,6 +578,7 @@ where
     let limit = shared.gate.limits().body_bytes;
     let too_long = || {
         let refusal = Refusal::permanent("body_bytes", limit);
+        shared.meters.refused(refusal.limit, 1);
         End::Client(CloseCode::Size, refusal.to_string(), Some(refusal.error()))
     };
     let max = u64::from(limit);
@@ -656,9 +698,11 @@ impl Downstream<'_> {
                 // stream, so a frame of the gateway's own can go first.
                 tokio::select! {
                     Some((op, mut payload)) = own.recv() => {
+                        let len = payload.len();
                         if let Err(end) = to_client(client.frame(op, &mut payload)).await {
                             return end;
                         }
+                        self.shared.meters.sent(len);
                         continue;
                     }
                     () = expired => return self.time_out(timeout),
@@ -708,6 +752,7 @@ impl Downstream<'_> {
                             return end;
                         }
                         self.shared.ledger.add(bill);
+                        self.shared.meters.sent(n);
                         left = left.saturating_sub(u64::try_from(n).unwrap_or(u64::MAX));
                         if left == 0 {
                             break;
@@ -744,11 +789,12 @@ impl Downstream<'_> {
         else {
             return End::Node;
         };
-        let (bill, ids) = expected.give_up();
+        let given = expected.give_up();
         self.shared
             .ledger
-            .add(bill.plus(Bill::units(notifications)));
-        let (text, errors) = jsonrpc::timed_out(&ids, timeout);
+            .add(given.bill.plus(Bill::units(notifications)));
+        self.shared.meters.timed_out(given.methods);
+        let (text, errors) = jsonrpc::timed_out(&given.ids, timeout);
         let last = jsonrpc::answer_of(errors, batch);
         End::Client(CloseCode::Policy, text, (!last.is_empty()).then_some(last))
     }
@@ -764,7 +810,7 @@ impl Downstream<'_> {
         scanner.feed(piece, |found| {
             let this = match (found.key, found.method.as_deref()) {
                 (None, Some(NOTIFICATION)) => Bill::units(weights.notification()),
-                _ => match pending.answer(&found) {
+                _ => match pending.answer(&found, &self.shared.meters) {
                     Some((this, seq)) => {
                         if !answered.contains(&seq) {
                             answered.push(seq);

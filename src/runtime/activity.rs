@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -11,7 +12,10 @@ use ya_runtime_sdk::EventEmitter;
 use crate::cancel::{Cancel, StopRequest};
 use crate::config::Config;
 use crate::health;
+use crate::metrics::Event;
 use crate::session::Session;
+
+use super::publish::{Counting, Publisher};
 use crate::status::{Stage, Status};
 
 /// Used by a stop when the configuration itself is invalid (nothing ran then).
@@ -49,12 +53,16 @@ pub(super) struct Active {
     watcher: Option<JoinHandle<()>>,
     counter: Option<JoinHandle<()>>,
     emitter: Option<EventEmitter>,
+    /// The operator's metrics of this activity, and the task that keeps them.
+    publisher: Option<Arc<Publisher>>,
+    publishing: Option<JoinHandle<()>>,
 }
 
 impl Active {
     pub(super) fn launch(
         session: Session,
         emitter: Option<EventEmitter>,
+        counting: Counting,
         shared: &Rc<RefCell<Shared>>,
     ) -> Self {
         let watcher = session.watch_node().map(|failed| {
@@ -70,25 +78,37 @@ impl Active {
             }
             _ => None,
         };
+        let activity = shared.borrow().activity.clone();
+        let publisher = Publisher::new(counting, &session, &activity).map(Arc::new);
+        let publishing = publisher.clone().map(Publisher::spawn);
         Self {
             session,
             watcher,
             counter,
             emitter,
+            publisher,
+            publishing,
         }
     }
 
     /// Cuts the activity off and reports its final bill, then stops its node: the
     /// ExeUnit has the final count before the Shutdown answer.
     pub(super) async fn close(mut self, stop_timeout: Duration, activity: &str) {
-        for task in [self.watcher.take(), self.counter.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.watcher.take(),
+            self.counter.take(),
+            self.publishing.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
         let billed = self.session.cut_off().await;
         final_bill(self.emitter.as_ref(), billed, activity).await;
+        if let Some(publisher) = self.publisher.take() {
+            publisher.finish().await;
+        }
         self.session.close(stop_timeout, activity).await;
     }
 }
@@ -123,8 +143,23 @@ pub(super) async fn start(
         (s.config.clone(), s.activity.clone(), s.cancel.clone())
     };
     let stop_timeout = stop_timeout(&config);
+    // The metrics count starts and failed starts; a start with an invalid
+    // configuration has no metrics folder to count in.
     let opened = match config {
-        Ok(config) => crate::session::open(&config, &activity, args, &cancel).await,
+        Ok(config) => {
+            let counting = Counting::new(&config);
+            match crate::session::open(&config, &activity, args, &cancel).await {
+                Ok(session) => Ok((session, counting)),
+                Err(failed) => {
+                    if !cancel.is_cancelled() {
+                        counting.count(Event::StartFailed {
+                            reason: failed.reason,
+                        });
+                    }
+                    Err(failed.text)
+                }
+            }
+        }
         Err(_) => {
             Err("the provider's runtime configuration is invalid; its log has the details".into())
         }
@@ -132,7 +167,7 @@ pub(super) async fn start(
     if cancel.is_cancelled() {
         // A stop came during the start and waits for it: close what opened, if it did.
         match opened {
-            Ok(session) => {
+            Ok((session, _)) => {
                 session.close(stop_timeout, &activity).await;
             }
             Err(reason) => log::warn!("activity {activity}: start abandoned: {reason}"),
@@ -141,7 +176,7 @@ pub(super) async fn start(
         return;
     }
     let phase = match opened {
-        Ok(session) => {
+        Ok((session, counting)) => {
             log::info!(
                 "activity {activity}: {} node ready (chain id {}), user {}, url {}",
                 session.network(),
@@ -149,7 +184,10 @@ pub(super) async fn start(
                 session.user(),
                 session.url()
             );
-            Phase::Ready(Active::launch(session, emitter, shared))
+            counting.count(Event::Started {
+                network: session.network().name().to_owned(),
+            });
+            Phase::Ready(Active::launch(session, emitter, counting, shared))
         }
         Err(reason) => {
             log::error!("activity {activity}: start failed: {reason}");

@@ -17,9 +17,11 @@
 //!
 //! - `activity`: the state machine (`Shared`, `Phase`, `Active`): start, failure,
 //!   STATUS;
+//! - `publish`: the activity's part of the operator's metrics;
 //! - `stop`: the one stop every way of stopping runs.
 
 mod activity;
+mod publish;
 mod stop;
 
 use std::cell::RefCell;

@@ -837,8 +837,11 @@ fn measure_starts(
     let mut ms = Vec::with_capacity(count);
     for start in 0..count {
         let started = Instant::now();
-        let (credentials, gateway) =
-            runtime.block_on(ya_runtime_erigon::session::grant(config, network, owner))?;
+        let (credentials, gateway) = runtime.block_on(async {
+            ya_runtime_erigon::session::grant(config, network, owner)
+                .await
+                .map_err(|e| e.text)
+        })?;
         ms.push(started.elapsed().as_secs_f64() * 1e3);
         if start == 0 {
             let auth = basic_auth(credentials.user(), credentials.password().expose());

@@ -63,6 +63,47 @@ async fn interact(
     Ok(())
 }
 
+/// What the operator sees of the session: `ya-runtime-erigon metrics`' lines for
+/// this activity, once its runtime has written the calls just made (it does so once
+/// a second).
+async fn operator_view(runtime: &Path, config: &Path, user: &str) -> Result<(), String> {
+    say("    the operator's view, `ya-runtime-erigon metrics` (this activity's lines):");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new(runtime)
+            .arg("metrics")
+            .arg("--config")
+            .arg(config)
+            .output()
+            .map_err(|e| format!("cannot run {} metrics: {e}", runtime.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "metrics failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let mine: Vec<&str> = text.lines().filter(|l| l.contains(user)).collect();
+        let answered = mine
+            .iter()
+            .filter(|l| l.starts_with("ya_runtime_erigon_activity_calls_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        if answered >= 3.0 {
+            for line in mine.iter().filter(|l| !l.contains("_bucket{")) {
+                println!("    {line}");
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "metrics did not show the 3 calls made within 10 s:\n{text}"
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn trial() -> Result<(), String> {
     let mut network = "dev".to_string();
     let mut keep_files = false;
@@ -198,6 +239,7 @@ async fn trial() -> Result<(), String> {
     if keep_open {
         interact(&activity, &url, &user, &password).await?;
     }
+    operator_view(&runtime, &provider.config_path, &user).await?;
 
     say("5/5 Shutdown (the ExeUnit allows 5 s, then SIGKILLs the runtime)");
     let took = activity.shutdown().await;

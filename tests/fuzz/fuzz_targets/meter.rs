@@ -1,11 +1,12 @@
 //! The meter (request parser, answer scanner, matcher): never a panic or an
 //! overflow, never more calls billed than were owed, and, for an answer that is
-//! JSON, exactly one call per answer object the node sent.
+//! JSON, exactly one call per answer object the node sent; the operator's metrics
+//! count the same calls.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use ya_runtime_erigon::gateway::{exchange, Weights};
+use ya_runtime_erigon::gateway::{exchange, Exchanged, Weights};
 
 fuzz_target!(|data: &[u8]| {
     // [piece size] request NUL answer
@@ -21,9 +22,15 @@ fuzz_target!(|data: &[u8]| {
         ..Weights::default()
     };
     weights.methods.insert("eth_call".into(), 26);
-    let Some((bill, owed)) = exchange(request, answer, usize::from(piece), &weights) else {
+    let Some(Exchanged {
+        bill,
+        owed,
+        counted,
+    }) = exchange(request, answer, usize::from(piece), &weights)
+    else {
         return;
     };
+    assert_eq!(counted, bill.calls, "the metrics count what the bill bills");
     assert!(
         bill.calls <= owed as u64,
         "{} billed, {owed} owed",

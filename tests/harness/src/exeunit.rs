@@ -13,6 +13,17 @@ use ya_runtime_api::server::{
     RuntimeStatusKind,
 };
 
+/// The user and password a ready STATUS line hands out.
+pub fn creds(status: &Value) -> (String, String) {
+    let field = |name: &str| {
+        status["auth"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no auth.{name} in STATUS: {status}"))
+            .to_string()
+    };
+    (field("user"), field("password"))
+}
+
 /// The ExeUnit's Shutdown window.
 const SHUTDOWN_WINDOW: Duration = Duration::from_secs(5);
 
