@@ -179,9 +179,10 @@ async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_c
         "failed logins write no log line"
     );
     let rss_after = status_kib(a.pid(), "VmRSS");
+    // nginx refuses them all: A's runtime sees none, and holds nothing more.
     assert!(
-        rss_after < 20 * 1024,
-        "A's runtime stays under 20 MB ({rss_before} → {rss_after} KiB)"
+        rss_after.saturating_sub(rss_before) < 1024,
+        "the flood adds under 1 MB to A's runtime ({rss_before} → {rss_after} KiB)"
     );
     println!(
         "flood: {} unauthenticated requests in {flood_secs:.2} s; error log +0 B; A's RSS {rss_before} → {rss_after} KiB",
@@ -379,15 +380,19 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
 /// answers, and 40 asking for one each and reading nothing (nginx relays without
 /// buffering, so the gateway meets the stall: this took a runtime to 37 MB); then as
 /// many WebSockets as the limit allows (16), sending full-size messages; then 16 asking
-/// for 2 MiB answers; then one answer of 16.8 MB in a single message. The runtime must stay under 20 MB throughout
-/// and bill exactly the calls answered. (Before WebSocket frames were relayed as they
+/// for 2 MiB answers; then one answer of 16.8 MB in a single message. The floods may
+/// add at most 6 MB to the runtime's peak RSS over its RSS at start, and it must bill
+/// exactly the calls answered. The bound is on the growth: at start a debug runtime's
+/// RSS is mostly its own code pages (12 to 14 MB of its 15 to 17, shared between
+/// activities through the page cache; a release binary's are a third of that), which
+/// grow with the binary, not with what a requestor sends. (Before WebSocket frames were relayed as they
 /// stream, the two WebSocket floods took a gateway to 25 and 75 MB, and a message over
 /// 16 MiB ended its WebSocket.)
 #[tokio::test]
-async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered() {
+async fn floods_add_at_most_6_mb_to_a_runtime_and_bill_exactly_the_calls_answered() {
     let _turn = ONE_AT_A_TIME.lock().await;
     const PHASE: Duration = Duration::from_secs(2);
-    const LIMIT_KIB: u64 = 20 * 1024;
+    const GROWTH_KIB: u64 = 6 * 1024;
     let (provider, _node, nginx) = shared_anvil_behind_nginx("1").await;
     let url = nginx.url("/dev");
     let a = provider.start_on("a", "dev").await;
@@ -501,10 +506,11 @@ async fn floods_keep_a_runtime_under_20_mb_and_bill_exactly_the_calls_answered()
     peaks.push(("a 16.8 MB answer", status_kib(a.pid(), "VmHWM")));
 
     println!("A's runtime, peak RSS after each flood (KiB): {peaks:?}; {served} calls answered");
+    let start = peaks.first().map_or(0, |(_, kib)| *kib);
     for (phase, peak) in &peaks {
         assert!(
-            *peak < LIMIT_KIB,
-            "A's runtime stays under 20 MB: {peak} KiB after {phase}"
+            peak.saturating_sub(start) < GROWTH_KIB,
+            "the floods add under 6 MB to A's runtime: {peak} KiB after {phase}, {start} KiB at start"
         );
     }
     assert_eq!(a.shutdown_billed(COUNTER).await, served as f64);
