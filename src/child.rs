@@ -9,10 +9,16 @@
 //!   the main thread, which the runtime's current-thread executor keeps for its life;
 //! - SIGPIPE ignored: its output is pumped by the runtime, and a node finishing its
 //!   clean stop after the runtime died must not be killed by its next log line;
+//! - its stdout and stderr on pipes of the runtime's own, each read by a thread of its
+//!   own that writes (and rotates) the log file. The runtime's executor serves the
+//!   activity's calls; a node logging as fast as it can, or a slow disk, must not
+//!   stall them. A full pipe slows the node's logging instead, as a slow log file
+//!   would if the node wrote it itself;
 //! - only the environment it needs;
 //! - the network lock's descriptor (see `netlock`).
 
-use std::os::fd::RawFd;
+use std::io::Read;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,6 @@ use std::process::{ExitStatus, Stdio};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use crate::logging::RotatingLog;
@@ -81,13 +86,15 @@ impl Child {
             program.display(),
             args.join(" ")
         ));
+        let (out_read, out_write) = log_pipe(name)?;
+        let (err_read, err_write) = log_pipe(name)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(&args)
             .env_clear()
             .envs(child_env())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(out_write))
+            .stderr(Stdio::from(err_write))
             .process_group(0)
             .kill_on_drop(false);
         let parent = nix::unistd::getpid();
@@ -109,9 +116,12 @@ impl Child {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
+        let spawned = cmd.spawn();
+        // The command holds the pipes' write ends: once they are closed here, the
+        // pumps read the end of the output when the child exits.
+        drop(cmd);
+        let mut child =
+            spawned.map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
         let Some(pid) = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
@@ -124,18 +134,17 @@ impl Child {
                 program.display()
             ));
         };
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, log.clone()));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, log.clone()));
-        }
+        pump(name, out_read, log.clone());
+        pump(name, err_read, log.clone());
         let (tx, exit) = watch::channel(None);
         let log_path = log.path().to_path_buf();
         tokio::spawn(async move {
             match child.wait().await {
                 Ok(status) => {
-                    log.banner(&format!("{name} (pid {pid}) {}", Exit(status)));
+                    // Written off the executor, and before the exit is told, so
+                    // that whoever learns of the exit finds it in the log.
+                    let line = format!("{name} (pid {pid}) {}", Exit(status));
+                    let _ = tokio::task::spawn_blocking(move || log.banner(&line)).await;
                     let _ = tx.send(Some(Exit(status)));
                 }
                 // Only if the pid was already reaped elsewhere; nothing to report then.
@@ -208,13 +217,41 @@ impl Child {
     }
 }
 
-async fn pump(mut from: impl AsyncRead + Unpin, to: RotatingLog) {
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        to.write(buf.get(..n).unwrap_or_default());
+/// A pipe for a child's output: the read end stays with the runtime, the write end
+/// goes to the child; neither leaks into other children (close-on-exec; the spawn
+/// duplicates the write end onto the child's stdout or stderr).
+fn log_pipe(name: &str) -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot make a pipe for {name}'s output: {e}"))
+}
+
+/// How much of a child's output a pump reads at once.
+const PUMP_BUFFER: usize = 16 << 10;
+
+/// Copies a child's output into its log on a thread of its own until the child and
+/// every holder of the write end are gone. Should the thread not start, the pipe is
+/// closed: the child's writes then fail (it ignores SIGPIPE) and its output is lost,
+/// which the runtime's log says.
+fn pump(name: &'static str, from: OwnedFd, to: RotatingLog) {
+    // Allocated here, so that the thread itself allocates nothing (and gets no malloc
+    // arena of its own).
+    let mut buf = vec![0u8; PUMP_BUFFER];
+    let spawned = std::thread::Builder::new()
+        .name(format!("{name}-log"))
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let mut from = std::fs::File::from(from);
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => to.write(buf.get(..n).unwrap_or_default()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the thread that writes {name}'s output to its log ({e}); that output is lost");
     }
 }
 

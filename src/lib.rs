@@ -82,6 +82,7 @@ pub async fn run() -> ExitCode {
         );
         log::error!("{e}");
         eprintln!("{NAME}: {e}");
+        logging::flush(logging::EXIT_FLUSH);
         return ExitCode::FAILURE;
     }
     log::info!(
@@ -98,14 +99,16 @@ pub async fn run() -> ExitCode {
     });
     let result = built.await;
     runtime::stop_after_input_closed().await;
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
             eprintln!("{NAME}: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::flush(logging::EXIT_FLUSH);
+    code
 }
 
 /// The supervisor (the ExeUnit, a debugger) can vanish without a Shutdown, even while

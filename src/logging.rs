@@ -2,12 +2,21 @@
 //!
 //! Under ya-provider the ExeUnit's stdio is null, so whatever is not in a file is lost;
 //! and stdout is the protobuf channel, so nothing but the SDK may write there.
+//!
+//! No log is written on the thread that serves the activity's calls: the runtime's
+//! own records go through a bounded queue to a thread of their own ([`Spool`]), and
+//! each child's output is copied by threads of its own (see `child`). A disk that
+//! stalls then delays the log, never a call; past the queue, records are dropped and
+//! the log says how much was.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use log::{Level, Log, Metadata, Record};
 
@@ -144,6 +153,107 @@ impl Write for RotatingLog {
     }
 }
 
+/// How long an exiting runtime waits for its log to be written.
+pub const EXIT_FLUSH: Duration = Duration::from_millis(500);
+
+/// Records waiting for the log's thread. At a few hundred bytes each this is about
+/// a megabyte; a runtime logs a few lines a second.
+const SPOOLED: usize = 4096;
+
+/// What the log's thread is handed.
+enum Spooled {
+    Bytes(Vec<u8>),
+    /// Answered once everything before it is written.
+    Flush(SyncSender<()>),
+}
+
+/// The runtime's own log as env_logger writes it: each record handed to the log's
+/// thread without waiting; dropped, and counted, when the thread is that far behind.
+struct Spool {
+    queue: SyncSender<Spooled>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The queue of the process's spool, for [`flush`].
+static SPOOL: OnceLock<SyncSender<Spooled>> = OnceLock::new();
+
+impl Spool {
+    /// Starts the log's thread; `None` if it cannot start (the caller then writes
+    /// directly).
+    fn start(log: RotatingLog) -> Option<Spool> {
+        let (queue, spooled) = sync_channel(SPOOLED);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&dropped);
+        std::thread::Builder::new()
+            .name("log".into())
+            .stack_size(64 << 10)
+            .spawn(move || write_spooled(&log, &spooled, &counted))
+            .ok()?;
+        let _ = SPOOL.set(queue.clone());
+        Some(Spool { queue, dropped })
+    }
+}
+
+fn write_spooled(log: &RotatingLog, spooled: &Receiver<Spooled>, dropped: &AtomicU64) {
+    while let Ok(item) = spooled.recv() {
+        match item {
+            Spooled::Bytes(bytes) => {
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    log.write(
+                        format!("[{lost} bytes of log dropped: the log file did not keep up]\n")
+                            .as_bytes(),
+                    );
+                }
+                log.write(&bytes);
+            }
+            Spooled::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.queue.try_send(Spooled::Bytes(buf.to_vec())).is_err() {
+            let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+            self.dropped.fetch_add(len, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    /// env_logger flushes after every record: waiting here would wait for the disk.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits, at most `within`, until every record logged so far is written: before the
+/// process exits. Nothing to wait for when the log goes to stderr.
+pub fn flush(within: Duration) {
+    if let Some(queue) = SPOOL.get() {
+        flush_queue(queue, within);
+    }
+}
+
+fn flush_queue(queue: &SyncSender<Spooled>, within: Duration) {
+    let deadline = Instant::now() + within;
+    let (done, written) = sync_channel(1);
+    let mut flush = Spooled::Flush(done);
+    loop {
+        match queue.try_send(flush) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::TrySendError::Full(again)) if Instant::now() < deadline => {
+                flush = again;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = written.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+}
+
 /// ya-runtime-api traces every event it sends, and STATUS's stdout carries the
 /// password; so its trace level never reaches a log, whatever RUST_LOG says.
 struct NoSecrets(env_logger::Logger);
@@ -182,7 +292,10 @@ pub fn init(workdir: Option<&Path>) -> Result<Option<PathBuf>, String> {
                 RotatingLog::open(&dir.join(RUNTIME_LOG), RUNTIME_LOG_BYTES, RUNTIME_LOG_FILES)?;
             let path = log.path().to_path_buf();
             log_panics_to(log.clone());
-            builder.target(env_logger::Target::Pipe(Box::new(log)));
+            match Spool::start(log.clone()) {
+                Some(spool) => builder.target(env_logger::Target::Pipe(Box::new(spool))),
+                None => builder.target(env_logger::Target::Pipe(Box::new(log))),
+            };
             Some(path)
         }
         None => {
@@ -253,6 +366,84 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("/proc/no"), "{err}");
+    }
+
+    #[test]
+    fn the_spool_writes_in_order_and_a_flush_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let mut spool = Spool::start(RotatingLog::open(&path, 1 << 20, 1).unwrap()).unwrap();
+        for i in 0..1000 {
+            spool.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        flush_queue(&spool.queue, Duration::from_secs(10));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1000);
+        assert_eq!((lines[0], lines[999]), ("line 0", "line 999"));
+    }
+
+    /// A log file nobody drains (a FIFO whose reader reads nothing, as a stalled disk):
+    /// the writer never waits; past the queue, records are dropped and counted, and
+    /// the log says so once it moves again.
+    #[test]
+    fn a_stalled_log_never_holds_the_writer_and_says_what_it_dropped() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stalled.log");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader_path = path.clone();
+        let (opened, reader) = std::sync::mpsc::channel();
+        let (go, drain) = std::sync::mpsc::channel::<()>();
+        let drained = std::thread::spawn(move || {
+            let mut fifo = File::open(&reader_path).unwrap();
+            opened.send(()).unwrap();
+            drain.recv().unwrap();
+            // The log's thread keeps the FIFO open: read up to the last record.
+            let mut text = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !text.ends_with(b"after the stall\n") {
+                let n = fifo.read(&mut buf).unwrap();
+                assert!(n > 0, "the FIFO closed early");
+                text.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8(text).unwrap()
+        });
+        let log = RotatingLog::open(&path, 1 << 40, 0).unwrap();
+        reader.recv().unwrap();
+        let spool = Spool::start(log).unwrap();
+        // 1 KiB records: the pipe holds 64 of them, the queue 4096; the rest drop.
+        // The writes run on a thread of their own, so that a writer that waits shows
+        // as a failure rather than a test that never ends.
+        let (written, wrote) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut spool = spool;
+            let record = [b'x'; 1023];
+            for _ in 0..10_000 {
+                spool.write_all(&record).unwrap();
+                spool.write_all(b"\n").unwrap();
+            }
+            written.send(spool).unwrap();
+        });
+        let mut spool = wrote
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer waited for the stalled log");
+        assert!(
+            spool.dropped.load(Ordering::Relaxed) > 0,
+            "nothing was dropped"
+        );
+        go.send(()).unwrap();
+        spool.write_all(b"after the stall\n").unwrap();
+        let text = drained.join().unwrap();
+        assert!(
+            text.contains("bytes of log dropped: the log file did not keep up]"),
+            "no note of the drop"
+        );
+        assert!(
+            text.ends_with("after the stall\n"),
+            "{}",
+            &text[text.len().saturating_sub(200)..]
+        );
     }
 
     #[test]

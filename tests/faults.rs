@@ -383,3 +383,82 @@ async fn the_exeunit_vanishing_revokes_and_takes_the_node_down() {
         "the node followed the runtime"
     );
 }
+
+/// A node whose log file stalls (a FIFO whose reader reads nothing, as a disk that
+/// stopped answering) while the node logs as fast as it can: the runtime's threads
+/// that copy its output wait, the node waits on its full pipe, and the activity's
+/// calls are still answered. (When the runtime's one thread copied the node's output,
+/// it waited on the log with every call behind it: `.ci/bench`'s `bench_logs` measured
+/// 4.4 s a call against a disk that reads 2 MB/s, and a disk that reads nothing held
+/// every call for good.) The stop is not held either.
+#[tokio::test]
+async fn a_node_logging_into_a_stalled_disk_does_not_hold_the_calls() {
+    use harness::exeunit::creds;
+    use harness::nginx::{free_port, prepare_auth_dir};
+    let port = free_port();
+    let provider = Provider::new(json!({"public_addr": format!("http://127.0.0.1:{port}")}));
+    prepare_auth_dir(provider.root.path());
+    provider.set_behaviour("dev", json!({"erigon": {"log_flood": true}}));
+    std::fs::write(provider.datadir("dev").join("flood"), b"").unwrap();
+    let log_dir = provider.data_dir.join("logs/dev");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let fifo = log_dir.join("erigon.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    // Opens the FIFO and never reads: once the pipe's 64 KiB are full, every write
+    // to the log waits.
+    let (stalled_tx, stalled) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let held = std::fs::File::open(&fifo).unwrap();
+        stalled_tx.send(()).unwrap();
+        held
+    });
+    provider.deploy_ok();
+    let nginx = provider.nginx(port).start();
+    let activity = provider.start_on("logs", "dev").await;
+    let (user, password) = creds(&activity.ready_status().await);
+    stalled.recv().unwrap();
+    let _held = reader.join().unwrap();
+    // The stand-in floods from its start: wait until its pipe is full, i.e. its
+    // stdout writes block, which /proc shows as the thread's wait channel.
+    let erigon = provider.standin_pid("dev", "erigon").unwrap();
+    let blocked = async {
+        loop {
+            let waiting = std::fs::read_dir(format!("/proc/{erigon}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|t| {
+                    std::fs::read_to_string(t.path().join("wchan"))
+                        .is_ok_and(|w| w.contains("pipe_write") || w.contains("pipe_wait"))
+                });
+            if waiting {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), blocked)
+        .await
+        .expect("the stand-in's output never filled its pipe");
+    let url = nginx.url("/dev");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for i in 0..20 {
+        let answer = client
+            .post(&url)
+            .basic_auth(&user, Some(&password))
+            .json(&json!({"jsonrpc": "2.0", "id": i, "method": "eth_chainId", "params": []}))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("call {i} while the log stalls: {e}"));
+        assert_eq!(answer.status(), 200, "call {i}");
+    }
+    let (status, code) = activity.status().await;
+    assert_eq!(
+        (status["state"].as_str(), code),
+        (Some("ready"), 0),
+        "{status}"
+    );
+    let took = activity.shutdown().await;
+    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+}

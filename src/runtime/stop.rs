@@ -89,6 +89,7 @@ pub(super) fn stop_on_signals(shared: Rc<RefCell<Shared>>) {
         let (name, code) = signalled.await;
         log::warn!("got {name}: stopping the node and revoking credentials, then exiting");
         shutdown(&shared).await;
+        crate::logging::flush(crate::logging::EXIT_FLUSH);
         std::process::exit(code);
     });
 }

@@ -105,8 +105,32 @@ fn main() {
         std::process::id()
     ));
     eprintln!("stand-in erigon: this line goes to stderr");
+    if behaviour.flag("log_flood") {
+        flood_stdout(datadir.join("flood"));
+    }
     schedule_exit(&behaviour);
     wait_for_stop_signal(&behaviour);
+}
+
+/// `log_flood`: while `<datadir>/flood` exists, writes log lines to stdout as fast
+/// as the runtime takes them (a node syncing at full speed logs a lot); checked every
+/// 64 KiB, so the flood can be turned on and off while the node runs.
+fn flood_stdout(toggle: std::path::PathBuf) {
+    use std::io::Write;
+    let line = format!("{:<99}\n", "stand-in erigon: a log line of the flood");
+    let chunk = line.repeat((64 << 10) / line.len());
+    std::thread::spawn(move || {
+        let mut out = std::io::stdout().lock();
+        loop {
+            if toggle.exists() {
+                if out.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    });
 }
 
 fn listen(addr: &str) -> TcpListener {
