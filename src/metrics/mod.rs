@@ -32,6 +32,6 @@ pub fn write_text(
     path: &std::path::Path,
 ) -> Result<(), String> {
     store.collect_then(networks, here, true, |all| {
-        write_atomic(path, render(all).as_bytes(), false, PUBLIC)
+        write_atomic(path, render(&all).as_bytes(), false, PUBLIC)
     })
 }

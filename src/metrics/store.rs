@@ -222,7 +222,7 @@ impl Store {
         here: &Owner,
         fold: bool,
     ) -> Result<Aggregate, String> {
-        self.collect_then(networks, here, fold, |all| Ok(all.clone()))
+        self.collect_then(networks, here, fold, Ok)
     }
 
     /// [`Store::collect`], then `then` on what was read, still under the lock: a
@@ -233,7 +233,7 @@ impl Store {
         networks: &[String],
         here: &Owner,
         fold: bool,
-        then: impl FnOnce(&Aggregate) -> Result<T, String>,
+        then: impl FnOnce(Aggregate) -> Result<T, String>,
     ) -> Result<T, String> {
         let kind = match fold {
             true => FlockArg::LockExclusive,
@@ -241,7 +241,7 @@ impl Store {
         };
         if !self.dir.is_dir() {
             // No runtime has started here yet: nothing live, nothing counted.
-            return then(&Aggregate {
+            return then(Aggregate {
                 networks: networks.iter().cloned().collect(),
                 ..Aggregate::default()
             });
@@ -273,7 +273,7 @@ impl Store {
             .map(|n| (n.network.clone(), n))
             .collect();
         activities.sort_by(|a, b| (&a.network, &a.user).cmp(&(&b.network, &b.user)));
-        then(&Aggregate {
+        then(Aggregate {
             networks: networks.iter().cloned().collect(),
             activities,
             nodes,
