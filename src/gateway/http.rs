@@ -20,8 +20,8 @@ use super::link::Link;
 use super::meter::{Bill, Expected};
 use super::metered::Metered;
 use super::reply::{refused, reply, ReplyBody};
-use super::screen::{screen, Screened};
-use super::{ws, Shared, WsSlot, USER_HEADER};
+use super::screen::Screened;
+use super::{ws, Admitted, Shared, WsSlot, USER_HEADER};
 
 /// A client that has not sent its whole body by then is dropped: a slow
 /// body would otherwise hold a connection slot indefinitely.
@@ -114,21 +114,18 @@ async fn post(
         return refused(&refusal, refusal.error());
     }
     // Nodes serve subscriptions over WebSockets only.
-    let screened = screen(body, message, &shared.policy, limits, usize::MAX);
-    for reason in &screened.reasons {
-        shared.meters.refused(reason, 1);
-    }
+    let screened = shared.screen(body, message, usize::MAX);
     let Some(body) = screened.body.clone() else {
         // Every call was refused here: nothing reaches the node.
         return reply(StatusCode::OK, screened.own_answer().unwrap_or_default());
     };
-    let methods = shared.meters.methods();
-    let (expected, notifications, units) =
-        Expected::weighed(&screened.calls, &shared.weights, methods);
-    let permit = match shared.gate.admit(screened.calls.len(), units) {
-        Ok(permit) => permit,
+    let Admitted {
+        expected,
+        notifications,
+        permit,
+    } = match shared.admit(&screened.calls) {
+        Ok(admitted) => admitted,
         Err(refusal) => {
-            shared.meters.refused(refusal.limit, screened.calls.len());
             let text = screened.all_failed(jsonrpc::LIMIT_EXCEEDED, &refusal.to_string());
             return refused(&refusal, text);
         }

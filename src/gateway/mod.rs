@@ -105,6 +105,51 @@ pub(crate) struct Shared {
     shutdown: watch::Receiver<bool>,
 }
 
+/// A request's calls that passed screening, weighed and admitted: what their
+/// answers owe, the units of their notifications, and the in-flight slot they hold.
+pub(crate) struct Admitted {
+    expected: meter::Expected,
+    notifications: u64,
+    permit: gate::InFlight,
+}
+
+impl Shared {
+    /// Screens a request (see `screen`), counting each call it refuses for the
+    /// operator, as HTTP and WebSocket requests both are.
+    fn screen(
+        &self,
+        body: bytes::Bytes,
+        message: jsonrpc::Message,
+        subscriptions: usize,
+    ) -> screen::Screened {
+        let limits = self.gate.limits();
+        let screened = screen::screen(body, message, &self.policy, limits, subscriptions);
+        for reason in &screened.reasons {
+            self.meters.refused(reason, 1);
+        }
+        screened
+    }
+
+    /// Weighs the calls that passed screening and admits them under the limits; a
+    /// refusal is counted for the operator, one per call.
+    fn admit(&self, calls: &[jsonrpc::Call]) -> Result<Admitted, gate::Refusal> {
+        let methods = self.meters.methods();
+        let (expected, notifications, units) =
+            meter::Expected::weighed(calls, &self.weights, methods);
+        match self.gate.admit(calls.len(), units) {
+            Ok(permit) => Ok(Admitted {
+                expected,
+                notifications,
+                permit,
+            }),
+            Err(refusal) => {
+                self.meters.refused(refusal.limit, calls.len());
+                Err(refusal)
+            }
+        }
+    }
+}
+
 /// The WebSocket a connection's request accepted, if any, handed from the
 /// request to the connection once hyper lets go of it.
 pub(crate) type WsSlot = Arc<Mutex<Option<ws::Upgrade>>>;

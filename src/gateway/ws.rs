@@ -51,8 +51,7 @@ use super::link;
 use super::meter::{notifications_taken, Bill, Expected, Kind};
 use super::reply::{refused, reply, ReplyBody};
 use super::scan::{Found, Scanner};
-use super::screen::screen;
-use super::{stopped, Shared, WsSlot};
+use super::{stopped, Admitted, Shared, WsSlot};
 use crate::metrics::{Meters, WebSocketGauge};
 
 /// Each side's read buffer, which frame headers and control frames are
@@ -509,10 +508,7 @@ where
         let room = pending
             .lock()
             .map_or(0, |p| p.subscription_room(limits.subscriptions));
-        let screened = screen(Bytes::from(message), parsed, &shared.policy, limits, room);
-        for reason in &screened.reasons {
-            shared.meters.refused(reason, 1);
-        }
+        let screened = shared.screen(Bytes::from(message), parsed, room);
         if let Some(own) = screened.own_answer() {
             if controls.own.send((TEXT, own.to_vec())).await.is_err() {
                 return End::ClientLeft;
@@ -521,13 +517,13 @@ where
         let Some(body) = screened.body else {
             continue;
         };
-        let methods = shared.meters.methods();
-        let (expected, notifications, units) =
-            Expected::weighed(&screened.calls, &shared.weights, methods);
-        let permit = match shared.gate.admit(screened.calls.len(), units) {
-            Ok(permit) => permit,
+        let Admitted {
+            expected,
+            notifications,
+            permit,
+        } = match shared.admit(&screened.calls) {
+            Ok(admitted) => admitted,
             Err(refusal) => {
-                shared.meters.refused(refusal.limit, screened.calls.len());
                 let errors = jsonrpc::error_values(
                     &screened.calls,
                     jsonrpc::LIMIT_EXCEEDED,
