@@ -19,7 +19,7 @@
 //! user, as before seats: slower per request, but no start is refused for want of a
 //! seat. A seat's socket can outlive its holder's credentials (a runtime SIGKILLed
 //! before revoking leaves its file until a sweep), so the gateway also refuses any
-//! request whose nginx-checked user is not its own (see `gateway::http`).
+//! request whose nginx-checked user is not its own (see `gateway::route`).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;

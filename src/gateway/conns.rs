@@ -22,6 +22,9 @@ use tokio::task::{Id, JoinSet};
 /// closes its idle connections to a seat sooner (`seat::KEEPALIVE_SECS`), so
 /// it never sends a request on one the gateway is closing.
 pub const IDLE_SECS: u32 = 10;
+
+// nginx must drop an idle connection to a seat before the gateway does.
+const _: () = assert!(crate::seat::KEEPALIVE_SECS < IDLE_SECS);
 /// How often the sweep runs; an idle connection closes between [`IDLE_SECS`]
 /// and one sweep later.
 pub const SWEEP: Duration = Duration::from_secs(1);

@@ -1,15 +1,14 @@
 //! Admission: the token bucket and the counted slots that enforce the
-//! limits, and the refusal a client reads when one is exceeded.
+//! limits, and the refusal that says which limit a request exceeded. The
+//! gate only decides; how the client is answered and the refusal counted is
+//! `error`'s, so that each limit reads the same wherever it is met.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::jsonrpc;
 use super::limits::Limits;
 
 /// Which limit refused a request, with the configured value, as the client
@@ -41,12 +40,6 @@ impl Refusal {
             value,
             retry_after: None,
         }
-    }
-
-    /// The JSON-RPC error for a refusal no call's id can carry: the request
-    /// was turned away before it was read or parsed.
-    pub fn error(&self) -> Bytes {
-        jsonrpc::error(&Value::Null, jsonrpc::LIMIT_EXCEEDED, &self.to_string())
     }
 }
 
@@ -317,10 +310,5 @@ mod tests {
         let r = Refusal::new("in_flight", 32);
         assert_eq!(r.to_string(), "limit exceeded: in_flight (32)");
         assert_eq!(r.retry_after, Some(1));
-        // A batch over the limit kept no ids past it: one error, id null.
-        let e: serde_json::Value =
-            serde_json::from_slice(&Refusal::permanent("batch", 2).error()).unwrap();
-        assert_eq!(e["id"], serde_json::Value::Null);
-        assert_eq!(e["error"]["code"], -32005);
     }
 }

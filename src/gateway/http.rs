@@ -2,8 +2,11 @@
 //! it to the node (a batch stays one batch), and stream the answer back while
 //! billing each answered call; the gateway's own answers to calls it refused
 //! join the node's in the same array.
+//!
+//! A failure of the request as a whole (a limit, bad JSON, the node) is
+//! returned rather than answered here, so that `error` words and counts it
+//! as it does the same failure on a WebSocket.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,110 +17,70 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::conns::Busy;
-use super::gate::{InFlight, Refusal};
-use super::jsonrpc::{self, INTERNAL_ERROR};
+use super::error::Error;
+use super::gate::InFlight;
+use super::jsonrpc;
 use super::link::Link;
 use super::meter::{Bill, Expected};
-use super::metered::Metered;
-use super::reply::{refused, reply, ReplyBody};
+use super::metered::{Metered, ReplyBody};
+use super::reply::reply;
 use super::screen::Screened;
-use super::{ws, Admitted, Shared, WsSlot, USER_HEADER};
+use super::shared::{Admitted, Shared};
 
 /// A client that has not sent its whole body by then is dropped: a slow
 /// body would otherwise hold a connection slot indefinitely.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one request of a connection.
-pub async fn handle(
-    mut req: Request<Incoming>,
-    shared: Arc<Shared>,
-    slot: WsSlot,
-    link: Arc<Link>,
-    busy: Busy,
-) -> Result<Response<ReplyBody>, Infallible> {
-    if req.headers().get(USER_HEADER) != Some(&shared.user) {
-        // Not this activity's user: a dead holder's credentials on a seat this
-        // activity took over, or a request that did not come through nginx.
-        // Nothing is read, admitted or billed.
-        return Ok(reply(StatusCode::FORBIDDEN, Bytes::new()));
-    }
-    let resp = if req.method() == Method::GET && ws::is_upgrade(&req) {
-        ws::accept(&mut req, &shared, &slot).await
-    } else if req.method() != Method::POST {
-        let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST, GET"));
-        resp
-    } else {
-        post(req, Arc::clone(&shared), &link, busy).await
-    };
-    // The node's answers are counted as they stream (see `metered`); the
-    // gateway's own are whole.
-    if let Either::Left(own) = resp.body() {
-        let len = own.size_hint().exact().unwrap_or(0);
-        shared
-            .meters
-            .sent(usize::try_from(len).unwrap_or(usize::MAX));
-    }
-    Ok(resp)
-}
-
-async fn post(
+/// Serves a POST of the activity's user: the node's answer as it streams, or
+/// the gateway's own when every call was refused here; a failure of the
+/// whole request is returned for `error` to answer.
+pub async fn post(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     link: &Link,
     busy: Busy,
-) -> Response<ReplyBody> {
+) -> Result<Response<ReplyBody>, Error> {
     let max = shared.gate.limits().body_bytes;
-    let too_large = || {
-        let refusal = Refusal::permanent("body_bytes", max);
-        shared.meters.refused(refusal.limit, 1);
-        refused(&refusal, refusal.error())
-    };
     // A body announced too large is refused before any of it is read.
     let hint = req.body().size_hint();
     if hint.lower() > u64::from(max) {
-        return too_large();
+        return Err(Error::BodyTooLarge { max });
     }
     // nginx sends a length; a chunked body may take up to the limit.
     let reserve = hint.exact().unwrap_or(u64::from(max));
-    let _budget = match shared.gate.reserve_body(reserve) {
-        Ok(budget) => budget,
-        Err(refusal) => {
-            shared.meters.refused(refusal.limit, 1);
-            return refused(&refusal, refusal.error());
-        }
-    };
-    let max = usize::try_from(max).unwrap_or(usize::MAX);
-    let reserve = usize::try_from(reserve).unwrap_or(max).min(max);
-    let read = read_body(req.into_body(), reserve, max);
+    let _budget = shared
+        .gate
+        .reserve_body(reserve)
+        .map_err(Error::BodyBudget)?;
+    let most = usize::try_from(max).unwrap_or(usize::MAX);
+    let reserve = usize::try_from(reserve).unwrap_or(most).min(most);
+    let read = read_body(req.into_body(), reserve, most);
     let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Ok(Some(body))) => {
             shared.meters.received(body.len());
             body
         }
-        Ok(Ok(None)) => return too_large(),
+        Ok(Ok(None)) => return Err(Error::BodyTooLarge { max }),
         failed => {
             log::debug!("gateway: no request body: {failed:?}");
-            return reply(StatusCode::BAD_REQUEST, Bytes::new());
+            return Err(Error::BodyUnread);
         }
     };
     let limits = shared.gate.limits();
     let batch = usize::try_from(limits.batch).unwrap_or(usize::MAX);
-    let message = match jsonrpc::parse(&body, batch) {
-        Ok(message) => message,
-        Err(bad) => return reply(StatusCode::OK, bad.answer()),
-    };
+    let message = jsonrpc::parse(&body, batch).map_err(Error::BadJson)?;
     if let Err(refusal) = shared.gate.batch(message.len()) {
-        // Only the first `batch` ids were kept: one error, with a null id.
-        shared.meters.refused(refusal.limit, message.len());
-        return refused(&refusal, refusal.error());
+        let len = message.len();
+        return Err(Error::BatchTooLarge { refusal, len });
     }
     // Nodes serve subscriptions over WebSockets only.
     let screened = shared.screen(body, message, usize::MAX);
     let Some(body) = screened.body.clone() else {
         // Every call was refused here: nothing reaches the node.
-        return reply(StatusCode::OK, screened.own_answer().unwrap_or_default());
+        return Err(Error::AllRefused {
+            refused: screened.refused,
+            batch: screened.batch,
+        });
     };
     let Admitted {
         expected,
@@ -126,8 +89,12 @@ async fn post(
     } = match shared.admit(&screened.calls) {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            let text = screened.all_failed(jsonrpc::LIMIT_EXCEEDED, &refusal.to_string());
-            return refused(&refusal, text);
+            return Err(Error::NotAdmitted {
+                refusal,
+                calls: screened.calls,
+                refused: screened.refused,
+                batch: screened.batch,
+            })
         }
     };
     let request = Forward {
@@ -172,7 +139,7 @@ async fn forward(
     held: (InFlight, Busy),
     shared: Arc<Shared>,
     link: &Link,
-) -> Response<ReplyBody> {
+) -> Result<Response<ReplyBody>, Error> {
     let Forward {
         body,
         screened,
@@ -201,11 +168,11 @@ async fn forward(
         }
         Ok(Ok(answer)) => {
             log::warn!("gateway: the node answered {}", answer.status());
-            return unavailable(&screened, &shared);
+            return Err(unavailable(screened));
         }
         Ok(Err(e)) => {
             log::warn!("gateway: the node is unreachable: {e}");
-            return unavailable(&screened, &shared);
+            return Err(unavailable(screened));
         }
         Err(_) => {
             log::info!("gateway: the node did not answer within {timeout:?}; its calls are billed");
@@ -213,10 +180,13 @@ async fn forward(
             shared
                 .ledger
                 .add(given.bill.plus(Bill::units(notifications)));
-            shared.meters.timed_out(given.methods);
-            let mut errors = jsonrpc::timed_out(&given.ids, timeout).1;
-            errors.extend(screened.refused);
-            return reply(StatusCode::OK, jsonrpc::answer_of(errors, screened.batch));
+            return Err(Error::NodeTimeout {
+                ids: given.ids,
+                methods: given.methods,
+                timeout,
+                refused: screened.refused,
+                batch: screened.batch,
+            });
         }
     };
     let (parts, incoming) = answer.into_parts();
@@ -228,10 +198,10 @@ async fn forward(
         // the node took them, and the gateway's own answers, if any, are the
         // whole answer.
         shared.ledger.add(Bill::units(notifications));
-        return match screened.own_answer() {
-            Some(own) => reply(StatusCode::OK, own),
-            None => reply(parts.status, Bytes::new()),
-        };
+        return Ok(match screened.own_answer() {
+            Some(own) => reply(StatusCode::OK, own).map(Either::Left),
+            None => reply(parts.status, Bytes::new()).map(Either::Left),
+        });
     }
     let own = match (billing, screened.refused.is_empty()) {
         (true, false) => Some(screened.refused),
@@ -253,13 +223,15 @@ async fn forward(
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, kind.clone());
     }
-    resp
+    Ok(resp)
 }
 
-/// 502 with an internal error for each call: nothing was answered, nothing
-/// is billed.
-fn unavailable(screened: &Screened, shared: &Shared) -> Response<ReplyBody> {
-    shared.meters.unavailable();
-    let text = screened.all_failed(INTERNAL_ERROR, "the node is unavailable");
-    reply(StatusCode::BAD_GATEWAY, text)
+/// The node did not answer: each call gets an internal error, nothing is
+/// billed.
+fn unavailable(screened: Screened) -> Error {
+    Error::NodeUnavailable {
+        calls: screened.calls,
+        refused: screened.refused,
+        batch: screened.batch,
+    }
 }

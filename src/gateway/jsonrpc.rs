@@ -1,5 +1,6 @@
 //! Reading just enough of JSON-RPC messages to limit and bill them, and the
-//! gateway's own error answers.
+//! shape of the JSON-RPC errors the gateway writes (what they say, and when,
+//! is `error`'s).
 //!
 //! Only the `id` and `method` of each call are kept (and the block range of
 //! an `eth_getLogs`); everything else is checked for syntax and skipped
@@ -82,23 +83,14 @@ impl Message {
     }
 }
 
-/// Why a body is not a request the node should see.
+/// Why a body is not a request the node should see: it is answered by the
+/// gateway (see `error`), never forwarded, never billed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Bad {
     /// Not JSON: -32700.
     Parse,
     /// JSON, but neither an object nor a non-empty array: -32600.
     Invalid,
-}
-
-impl Bad {
-    /// The error the client gets (the message is not forwarded, not billed).
-    pub fn answer(&self) -> Bytes {
-        match self {
-            Bad::Parse => error(&Value::Null, PARSE_ERROR, "parse error"),
-            Bad::Invalid => error(&Value::Null, INVALID_REQUEST, "invalid request"),
-        }
-    }
 }
 
 /// Reads a request; a batch longer than `max_batch` is still checked for
@@ -129,20 +121,6 @@ pub fn error_value(id: &Value, code: i64, message: &str) -> Value {
 
 pub fn error(id: &Value, code: i64, message: &str) -> Bytes {
     Bytes::from(error_value(id, code, message).to_string())
-}
-
-/// The error of calls the node did not answer within `timeout`, and one for
-/// each of `ids`.
-pub fn timed_out(ids: &[Value], timeout: std::time::Duration) -> (String, Vec<Value>) {
-    let text = format!(
-        "request timed out: limit call_timeout_ms ({})",
-        timeout.as_millis()
-    );
-    let errors = ids
-        .iter()
-        .map(|id| error_value(id, TIMED_OUT, &text))
-        .collect();
-    (text, errors)
 }
 
 /// One error per call owed an answer (notifications get none), under its id.

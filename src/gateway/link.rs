@@ -19,6 +19,13 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// A connection's read buffer cap (headers included; hyper's least is 8 KiB),
+/// on both sides of the gateway: nginx's connections (see `route`) and the
+/// node's. nginx's request heads are small, and bodies are read through it a
+/// piece at a time, so a small cap keeps many connections cheap: 16 KiB each
+/// for the most connections allowed (96 by default) is 1.5 MiB.
+pub const MAX_BUF: usize = 16 << 10;
+
 /// A connection to the node over TCP, without Nagle's delay (a request is
 /// written whole, and waiting for an ACK would add to every call).
 pub async fn dial(node: SocketAddr) -> Result<TokioIo<TcpStream>, String> {
@@ -68,7 +75,7 @@ impl Link {
         // answer streams: 32 connections reading 2 MiB answers took a
         // gateway to 30 MB. The answer streams through in pieces anyway.
         let (mut sender, connection) = http1::Builder::new()
-            .max_buf_size(super::MAX_BUF)
+            .max_buf_size(MAX_BUF)
             .handshake(dial(self.node).await?)
             .await
             .map_err(|e| format!("HTTP handshake with {}: {e}", self.node))?;

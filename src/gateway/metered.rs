@@ -15,7 +15,13 @@ use super::conns::Busy;
 use super::gate::InFlight;
 use super::meter::{notifications_taken, Bill, Expected};
 use super::scan::Scanner;
-use super::Shared;
+use super::shared::Shared;
+
+/// Every answer body: the gateway's own (`reply`), or the node's as it
+/// streams. One type for both lets hyper serve a connection with a single
+/// service, and `route` tell the gateway's answers (counted whole) from the
+/// node's (counted here as they stream).
+pub type ReplyBody = http_body_util::Either<http_body_util::Full<Bytes>, Metered>;
 
 /// The node's answer on its way to the client. Each answer object is billed
 /// as the piece that ends it is handed to the connection; the in-flight slot

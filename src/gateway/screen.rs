@@ -3,13 +3,15 @@
 //! WebSocket, the room left for subscriptions. A call that
 //! fails is answered by the gateway itself and never billed; the rest of its
 //! batch goes on to the node, and the two sets of answers are joined (see
-//! `http`, `ws`).
+//! `http`, `ws`). Screening decides which calls fail and why; what their
+//! errors say is `error`'s.
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::jsonrpc::{self, Call, Message, LIMIT_EXCEEDED, METHOD_NOT_FOUND};
+use super::error::Error;
+use super::jsonrpc::{self, Call, Message};
 use super::limits::{Limits, Policy};
 
 /// A method name is echoed in an error up to this many characters.
@@ -41,56 +43,36 @@ impl Screened {
         let answer = jsonrpc::answer_of(self.refused.clone(), self.batch);
         (!answer.is_empty()).then_some(answer)
     }
-
-    /// Every call's answer when the whole request is refused or fails: `code`
-    /// and `text` for the calls that passed screening, and the refusals.
-    pub fn all_failed(&self, code: i64, text: &str) -> Bytes {
-        let mut answers = jsonrpc::error_values(&self.calls, code, text);
-        answers.extend(self.refused.iter().cloned());
-        jsonrpc::answer_of(answers, self.batch)
-    }
 }
 
-/// Why a call may not reach the node: the reason's name and the error. `room` is
-/// how many more subscriptions may be asked for; each that passes takes one.
-fn refusal(
-    call: &Call,
-    policy: &Policy,
-    limits: &Limits,
-    room: &mut usize,
-) -> Option<(&'static str, i64, String)> {
+/// Why a call may not reach the node, if it may not. `room` is how many more
+/// subscriptions may be asked for; each that passes takes one.
+fn refusal(call: &Call, policy: &Policy, limits: &Limits, room: &mut usize) -> Option<Error> {
     if !policy.allows(call.method.as_deref()) {
-        let method: String = call
+        let method = call
             .method
             .as_deref()
             .unwrap_or("")
             .chars()
             .take(SHOWN)
             .collect();
-        return Some((
-            "policy",
-            METHOD_NOT_FOUND,
-            format!("method not allowed: {method}"),
-        ));
+        return Some(Error::MethodDenied { method });
     }
     if call.method.as_deref() == Some("eth_subscribe") {
         match room.checked_sub(1) {
             Some(left) => *room = left,
             None => {
-                let text = format!("limit exceeded: subscriptions ({})", limits.subscriptions);
-                return Some(("subscriptions", LIMIT_EXCEEDED, text));
+                return Some(Error::Subscriptions {
+                    limit: limits.subscriptions,
+                })
             }
         }
     }
     match call.logs_span {
-        Some(span) if span > u64::from(limits.logs_blocks) => Some((
-            "logs_blocks",
-            LIMIT_EXCEEDED,
-            format!(
-                "limit exceeded: logs_blocks ({}): this range spans {span} blocks",
-                limits.logs_blocks
-            ),
-        )),
+        Some(span) if span > u64::from(limits.logs_blocks) => Some(Error::LogsRange {
+            limit: limits.logs_blocks,
+            span,
+        }),
         _ => None,
     }
 }
@@ -122,7 +104,7 @@ pub fn screen(
             batch,
         };
     }
-    let verdicts: Vec<Option<(&'static str, i64, String)>> = calls
+    let verdicts: Vec<Option<Error>> = calls
         .iter()
         .map(|c| refusal(c, policy, limits, &mut subscriptions))
         .collect();
@@ -131,11 +113,11 @@ pub fn screen(
     let mut passed = Vec::new();
     for (call, verdict) in calls.into_iter().zip(&verdicts) {
         match verdict {
-            Some((reason, code, text)) => {
-                reasons.push(*reason);
+            Some(error) => {
+                reasons.extend(error.reason());
                 if !call.is_notification() {
                     let id = call.id.as_ref().unwrap_or(&Value::Null);
-                    refused.push(jsonrpc::error_value(id, *code, text));
+                    refused.push(error.for_call(id));
                 }
             }
             None => passed.push(call),

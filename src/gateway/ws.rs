@@ -20,6 +20,10 @@
 //!   backlog for it.
 //! - **A call past the call timeout.** Its calls get an error and are billed,
 //!   and the WebSocket closes (1008), which makes Erigon cancel them.
+//!
+//! Every failure, whether it gets a message of the gateway's own or ends the
+//! WebSocket, is worded and counted by `error`, as the same failure over
+//! HTTP is.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -29,13 +33,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -43,15 +46,17 @@ use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
+use super::error::{Close, Error};
 use super::frame::{self, Head, Writer};
-use super::gate::{InFlight, Refusal, TokenBucket};
+use super::gate::{InFlight, TokenBucket};
 use super::jsonrpc;
 use super::limits::NOTIFICATION;
 use super::link;
 use super::meter::{notifications_taken, Bill, Expected, Kind};
-use super::reply::{refused, reply, ReplyBody};
+use super::metered::ReplyBody;
+use super::reply::reply;
 use super::scan::{Found, Scanner};
-use super::{stopped, Admitted, Shared, WsSlot};
+use super::shared::{stopped, Admitted, Shared};
 use crate::metrics::{Meters, WebSocketGauge};
 
 /// Each side's read buffer, which frame headers and control frames are
@@ -87,6 +92,10 @@ pub struct Upgrade {
     _slot: OwnedSemaphorePermit,
 }
 
+/// The WebSocket a connection's request accepted, if any, handed from the
+/// request to the connection once hyper lets go of it.
+pub type Slot = Arc<Mutex<Option<Upgrade>>>;
+
 pub fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(header::UPGRADE)
@@ -94,36 +103,25 @@ pub fn is_upgrade(req: &Request<Incoming>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Answers the upgrade request: 101 once the node's side is open, 429 past
-/// the WebSocket limit, 502 when the node cannot be reached. No extension
-/// and no subprotocol is accepted, so frames pass through unchanged.
+/// Answers the upgrade request: 101 once the node's side is open; past the
+/// WebSocket limit, or when the node cannot be reached, the failure is
+/// returned for `error` to answer. No extension and no subprotocol is
+/// accepted, so frames pass through unchanged.
 pub async fn accept(
     req: &mut Request<Incoming>,
     shared: &Arc<Shared>,
-    slot: &WsSlot,
-) -> Response<ReplyBody> {
+    slot: &Slot,
+) -> Result<Response<ReplyBody>, Error> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return reply(StatusCode::BAD_REQUEST, Bytes::new());
+        return Err(Error::NoWebSocketKey);
     };
     let accept_key = derive_accept_key(key.as_bytes());
-    let permit = match shared.gate.open_websocket() {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            shared.meters.refused(refusal.limit, 1);
-            return refused(&refusal, refusal.error());
-        }
-    };
+    let permit = shared.gate.open_websocket().map_err(Error::WebSockets)?;
     let node = match tokio::time::timeout(CONNECT_TIMEOUT, connect(shared)).await {
         Ok(Ok(node)) => node,
         failed => {
             log::warn!("gateway: no WebSocket to the node: {failed:?}");
-            shared.meters.unavailable();
-            let text = jsonrpc::error(
-                &Value::Null,
-                jsonrpc::INTERNAL_ERROR,
-                "the node is unavailable",
-            );
-            return reply(StatusCode::BAD_GATEWAY, text);
+            return Err(Error::NoNodeWebSocket);
         }
     };
     let upgrade = Upgrade {
@@ -134,14 +132,14 @@ pub async fn accept(
     if let Ok(mut slot) = slot.lock() {
         *slot = Some(upgrade);
     }
-    let mut resp = reply(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let mut resp = reply(StatusCode::SWITCHING_PROTOCOLS, Bytes::new()).map(Either::Left);
     let headers = resp.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(value) = HeaderValue::from_str(&accept_key) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
-    resp
+    Ok(resp)
 }
 
 /// Opens the node's side: hyper's client upgrade, checked as RFC 6455 says.
@@ -302,22 +300,28 @@ impl Pending {
 
 /// Why a relay ended, which decides what each side is told.
 enum End {
-    Stopped,
     /// The client sent a Close frame, or went away.
     ClientLeft,
-    /// The client broke the protocol or a limit: the Close frame's code and
-    /// reason, after a last JSON-RPC answer if there is one.
-    Client(CloseCode, String, Option<Bytes>),
-    Node,
+    /// A failure (the gateway's stop, the node, the client breaking the
+    /// protocol or a limit), which `error` turns into the client's Close
+    /// frame, after a last JSON-RPC answer if there is one.
+    Failed(Error),
+}
+
+impl From<Error> for End {
+    fn from(error: Error) -> End {
+        End::Failed(error)
+    }
 }
 
 impl End {
     fn protocol(why: impl ToString) -> End {
-        End::Client(CloseCode::Protocol, why.to_string(), None)
+        End::Failed(Error::Protocol(why.to_string()))
     }
 
-    fn policy(why: impl ToString) -> End {
-        End::Client(CloseCode::Policy, why.to_string(), None)
+    /// The node closed its side or broke the protocol.
+    fn node() -> End {
+        End::Failed(Error::NodeClosed)
     }
 
     /// A read from the client failed: a frame it should not have sent, or
@@ -357,19 +361,30 @@ impl Controls {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok();
         if asked {
-            return node.frame(op, &mut payload).await.map_err(|_| End::Node);
+            return node.frame(op, &mut payload).await.map_err(|_| End::node());
         }
         if self.rate.take(1).is_err() {
-            self.meters.refused("pings", 1);
-            return Err(End::policy(format!(
-                "limit exceeded: pings ({PINGS_PER_SEC} a second)"
-            )));
+            let per_sec = PINGS_PER_SEC;
+            return Err(Error::Pings { per_sec }.into());
         }
         if op == OpCode::Control(Control::Ping) {
             let pong = (OpCode::Control(Control::Pong), payload);
             self.own.send(pong).await.map_err(|_| End::ClientLeft)?;
         }
         Ok(())
+    }
+
+    /// Sends the client the gateway's own message for a message that failed
+    /// (see `error`), if one is owed; the WebSocket goes on.
+    async fn answer(&self, failed: Error) -> Result<(), End> {
+        match failed.message(&self.meters) {
+            Some(text) => self
+                .own
+                .send((TEXT, text.to_vec()))
+                .await
+                .map_err(|_| End::ClientLeft),
+            None => Ok(()),
+        }
     }
 }
 
@@ -407,19 +422,17 @@ pub async fn relay(upgrade: Upgrade, shared: Arc<Shared>) {
     };
     let end = tokio::select! {
         biased;
-        _ = stopped(shared.shutdown.clone()) => End::Stopped,
+        _ = stopped(shared.shutdown.clone()) => End::Failed(Error::ShuttingDown),
         end = upstream(client_rd, &mut to_node, &controls, &shared, (&pending, &sent)) => end,
         end = down.run(node_rd, &mut to_client, own_rx) => end,
     };
-    let (code, reason, last) = match end {
-        End::Stopped => (CloseCode::Away, "the activity has ended".into(), None),
-        End::ClientLeft => (CloseCode::Normal, String::new(), None),
-        End::Client(code, reason, last) => (code, reason, last),
-        End::Node => (
-            CloseCode::Error,
-            "the node closed the connection".into(),
-            None,
-        ),
+    let Close { code, reason, last } = match end {
+        End::ClientLeft => Close {
+            code: CloseCode::Normal,
+            reason: String::new(),
+            last: None,
+        },
+        End::Failed(failed) => failed.close(&shared.meters),
     };
     // Both sides get a Close frame where one can go, bounded so that a
     // client that reads nothing cannot hold a stop; dropping the streams
@@ -473,11 +486,7 @@ where
                 match tokio::time::timeout(MESSAGE_TIMEOUT, read).await {
                     Ok(Ok(read)) => read,
                     Ok(Err(end)) => return end,
-                    Err(_) => {
-                        return End::policy(format!(
-                            "a message must arrive whole within {MESSAGE_TIMEOUT:?}"
-                        ))
-                    }
+                    Err(_) => return Error::MessageTimeout(MESSAGE_TIMEOUT).into(),
                 }
             }
         };
@@ -487,20 +496,19 @@ where
         let parsed = match jsonrpc::parse(&message, batch) {
             Ok(parsed) => match shared.gate.batch(parsed.len()) {
                 Ok(()) => Ok(parsed),
-                // Only the first `batch` ids were kept: one error, null id.
-                Err(refusal) => {
-                    shared.meters.refused(refusal.limit, parsed.len());
-                    Err(refusal.error())
-                }
+                Err(refusal) => Err(Error::BatchTooLarge {
+                    refusal,
+                    len: parsed.len(),
+                }),
             },
-            Err(bad) => Err(bad.answer()),
+            Err(bad) => Err(Error::BadJson(bad)),
         };
         let parsed = match parsed {
             Ok(parsed) => parsed,
-            Err(answer) => {
+            Err(failed) => {
                 drop((message, budget));
-                if controls.own.send((TEXT, answer.to_vec())).await.is_err() {
-                    return End::ClientLeft;
+                if let Err(end) = controls.answer(failed).await {
+                    return end;
                 }
                 continue;
             }
@@ -524,14 +532,15 @@ where
         } = match shared.admit(&screened.calls) {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                let errors = jsonrpc::error_values(
-                    &screened.calls,
-                    jsonrpc::LIMIT_EXCEEDED,
-                    &refusal.to_string(),
-                );
-                let answer = jsonrpc::answer_of(errors, screened.batch);
-                if !answer.is_empty() && controls.own.send((TEXT, answer.to_vec())).await.is_err() {
-                    return End::ClientLeft;
+                // The answers to the calls screening refused went already.
+                let failed = Error::NotAdmitted {
+                    refusal,
+                    calls: screened.calls,
+                    refused: Vec::new(),
+                    batch: screened.batch,
+                };
+                if let Err(end) = controls.answer(failed).await {
+                    return end;
                 }
                 continue;
             }
@@ -550,7 +559,7 @@ where
         // The message's own buffer (no copy when it went on as it came); the
         // budget it holds is released once it is sent.
         if node.frame(opcode, &mut Vec::from(body)).await.is_err() {
-            return End::Node;
+            return End::node();
         }
         drop(budget);
         shared.ledger.add(Bill::units(now));
@@ -572,11 +581,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let limit = shared.gate.limits().body_bytes;
-    let too_long = || {
-        let refusal = Refusal::permanent("body_bytes", limit);
-        shared.meters.refused(refusal.limit, 1);
-        End::Client(CloseCode::Size, refusal.to_string(), Some(refusal.error()))
-    };
+    let too_long = || End::from(Error::BodyTooLarge { max: limit });
     let max = u64::from(limit);
     if first.len > max {
         return Err(too_long());
@@ -644,10 +649,7 @@ async fn to_client(write: impl Future<Output = io::Result<()>>) -> Result<(), En
     match tokio::time::timeout(WRITE_STALL, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::ClientLeft),
-        Err(_) => Err(End::policy(format!(
-            "the client stopped reading for {}s",
-            WRITE_STALL.as_secs()
-        ))),
+        Err(_) => Err(Error::WriteStall(WRITE_STALL).into()),
     }
 }
 
@@ -708,13 +710,13 @@ impl Downstream<'_> {
             }
             let head = match frame::read_head(&mut rd).await {
                 Ok(Some(head)) if head.check(false).is_ok() => head,
-                _ => return End::Node,
+                _ => return End::node(),
             };
             match head.header.opcode {
-                OpCode::Control(Control::Close) => return End::Node,
+                OpCode::Control(Control::Close) => return End::node(),
                 OpCode::Control(op) => {
                     let Ok(mut payload) = frame::read_payload(&mut rd, &head).await else {
-                        return End::Node;
+                        return End::node();
                     };
                     if op == Control::Ping {
                         self.node_pings.fetch_add(1, Ordering::Relaxed);
@@ -726,7 +728,7 @@ impl Downstream<'_> {
                 }
                 OpCode::Data(data) => {
                     if (data == Data::Continue) != in_message {
-                        return End::Node;
+                        return End::node();
                     }
                     let header = &head.header;
                     if client
@@ -740,7 +742,7 @@ impl Downstream<'_> {
                         let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
                         let n = match rd.read(&mut chunk[..want]).await {
                             Ok(n) if n > 0 || want == 0 => n,
-                            _ => return End::Node,
+                            _ => return End::node(),
                         };
                         let piece = &chunk[..n];
                         let bill = self.bill(&mut scanner, piece, &mut answered);
@@ -774,7 +776,7 @@ impl Downstream<'_> {
     /// WebSocket closes, which makes Erigon cancel them.
     fn time_out(&self, timeout: Duration) -> End {
         let Ok(mut pending) = self.pending.lock() else {
-            return End::Node;
+            return End::node();
         };
         let Some(Sent {
             mut expected,
@@ -783,16 +785,19 @@ impl Downstream<'_> {
             ..
         }) = pending.sent.pop_front()
         else {
-            return End::Node;
+            return End::node();
         };
         let given = expected.give_up();
         self.shared
             .ledger
             .add(given.bill.plus(Bill::units(notifications)));
-        self.shared.meters.timed_out(given.methods);
-        let (text, errors) = jsonrpc::timed_out(&given.ids, timeout);
-        let last = jsonrpc::answer_of(errors, batch);
-        End::Client(CloseCode::Policy, text, (!last.is_empty()).then_some(last))
+        End::Failed(Error::NodeTimeout {
+            ids: given.ids,
+            methods: given.methods,
+            timeout,
+            refused: Vec::new(),
+            batch,
+        })
     }
 
     /// What a piece of a node's message bills: each answer that ends in it,

@@ -72,6 +72,10 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::{
+    clock_ticks_per_sec, cpu_ticks, max, median, min, nginx_version, set_mode, switches, thousands,
+    write,
+};
 use harness::nginx::{free_port, is_root, nginx_bin, prepare_auth_dir, Nginx};
 use serde_json::json;
 use ya_runtime_erigon::config::Config;
@@ -82,6 +86,10 @@ use ya_runtime_erigon::htpasswd::{ensure_nobody_file, ActivityFile, NOBODY_FILE}
 use ya_runtime_erigon::network::Network;
 use ya_runtime_erigon::owner::Owner;
 use ya_runtime_erigon::seat::Seat;
+
+#[path = "bench_common.rs"]
+#[allow(dead_code)] // what bench_node alone uses
+mod common;
 
 const USAGE: &str = "usage: bench_auth [--seconds N] [--connections N] [--rounds N] [--starts N]";
 /// The measured activity's password (24 characters, the runtime's default length).
@@ -160,16 +168,7 @@ struct Row {
 /// wrk's script: POSTs of [`BODY`] with the measured activity's credentials.
 fn wrk_script(root: &Path, tag: &str, auth: &str) -> Result<PathBuf, String> {
     let lua = root.join(format!("post-{tag}.lua"));
-    write(
-        &lua,
-        &format!(
-            "wrk.method = \"POST\"\n\
-             wrk.body = '{BODY}'\n\
-             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
-             wrk.headers[\"Authorization\"] = \"Basic {auth}\"\n"
-        ),
-        0o644,
-    )?;
+    common::wrk_script(&lua, auth, BODY)?;
     Ok(lua)
 }
 
@@ -996,23 +995,7 @@ fn wrk(
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    if text.contains("Non-2xx") || text.contains("Socket errors") {
-        return Err(format!(
-            "some requests failed or were not answered 200, the measurement is void:\n{text}"
-        ));
-    }
-    let rate: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
-    let requests: u64 = text
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("no request count in wrk's output:\n{text}"))?;
+    let (rate, requests) = common::wrk_figures(&text)?;
     let per_request = |a: u64, b: u64| b.saturating_sub(a) as f64 * tick_us / requests as f64;
     Ok(Sample {
         rate,
@@ -1023,49 +1006,6 @@ fn wrk(
         switches: [0, 1, 2]
             .map(|k| switched_after[k].saturating_sub(switched_before[k]) as f64 / requests as f64),
     })
-}
-
-/// Voluntary and involuntary context switches so far, from a `status` file of
-/// /proc (a process's counts are its main thread's); 0 if it is gone.
-fn switches(status: &str) -> u64 {
-    std::fs::read_to_string(status)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("ctxt_switches:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
-}
-
-/// utime + stime of a process (all its threads), in clock ticks; 0 if it is gone.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(close) = stat.rfind(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat(5); the state (field 3) is first here.
-    field(11) + field(12)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
 }
 
 /// One POST to `/bench` with these Basic credentials; the status and the whole answer.
@@ -1106,7 +1046,7 @@ fn report(rows: &[Row], runs: &Runs, starts: &[f64], sweep: &Sweep) -> bool {
     let per_round = |i: usize, f: &dyn Fn(&Sample, &Sample) -> f64| median(ratios(i, f));
     let spread = |i: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
         let ratios = ratios(i, f);
-        let low = ratios.iter().copied().fold(f64::NAN, f64::min);
+        let low = min(&ratios);
         format!("{low:.2}–{:.2}", max(&ratios))
     };
     let verdict = |ratio: f64, target: f64| if ratio >= target { "PASS" } else { "MISS" };
@@ -1274,55 +1214,4 @@ fn report(rows: &[Row], runs: &Runs, starts: &[f64], sweep: &Sweep) -> bool {
         word(start_ok),
     );
     ok
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let n = samples.len();
-    if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    }
-}
-
-fn max(samples: &[f64]) -> f64 {
-    samples.iter().copied().fold(f64::NAN, f64::max)
-}
-
-/// 12345.6 -> "12,346".
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn nginx_version() -> String {
-    Command::new(nginx_bin())
-        .arg("-v")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
-        .and_then(|v| v.rsplit('/').next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn write(path: &Path, text: &str, mode: u32) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    set_mode(path, mode)
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -55,6 +55,7 @@ impl Nginx {
             extra_http: String::new(),
             auth: true,
             workers: "1",
+            edits: Vec::new(),
         }
     }
 
@@ -101,6 +102,7 @@ pub struct NginxBuilder {
     extra_http: String,
     auth: bool,
     workers: &'static str,
+    edits: Vec<(String, String)>,
 }
 
 impl NginxBuilder {
@@ -123,6 +125,13 @@ impl NginxBuilder {
         self
     }
 
+    /// The shipped locations with `from` (which must be there) replaced by `to`: a
+    /// benchmark's variant of the site.
+    pub fn edit(mut self, from: &str, to: &str) -> Self {
+        self.edits.push((from.to_string(), to.to_string()));
+        self
+    }
+
     /// `auth_basic off`: a benchmark's baseline.
     pub fn without_auth(mut self) -> Self {
         self.auth = false;
@@ -140,6 +149,7 @@ impl NginxBuilder {
             extra_http,
             auth,
             workers,
+            edits,
         } = self;
         for dir in ["logs", "tmp", "conf"] {
             std::fs::create_dir_all(prefix.join(dir)).unwrap();
@@ -150,6 +160,10 @@ impl NginxBuilder {
             std::fs::read_to_string(conf.join("ya-runtime-erigon-locations.conf")).unwrap();
         let error_log = prefix.join("logs/error.log");
         shipped = shipped.replace("@ERROR_LOG@", &error_log.display().to_string());
+        for (from, to) in &edits {
+            assert!(shipped.contains(from.as_str()), "no {from:?} in the site");
+            shipped = shipped.replace(from.as_str(), to);
+        }
         if !auth {
             let auth = "auth_basic \"ya-runtime-erigon\";";
             assert!(shipped.contains(auth));
