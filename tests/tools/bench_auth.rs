@@ -984,18 +984,10 @@ fn wrk(
     };
     let before = (ticks(&pids.front), cpu_ticks(me), ticks(&pids.backend));
     let switched_before = switched();
-    let out = cmd.output().map_err(|e| format!("wrk: {e}"))?;
+    let out = cmd.output();
     let switched_after = switched();
     let after = (ticks(&pids.front), cpu_ticks(me), ticks(&pids.backend));
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "wrk failed ({}):\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let (rate, requests) = common::wrk_figures(&text)?;
+    let (_, rate, requests) = common::wrk_output(out)?;
     let per_request = |a: u64, b: u64| b.saturating_sub(a) as f64 * tick_us / requests as f64;
     Ok(Sample {
         rate,

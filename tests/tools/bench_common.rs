@@ -7,6 +7,24 @@ use std::process::Command;
 
 use harness::nginx::nginx_bin;
 
+/// A finished wrk's output, its requests per second and its request count; an error if
+/// it failed, or as [`wrk_figures`].
+pub fn wrk_output(
+    out: std::io::Result<std::process::Output>,
+) -> Result<(String, f64, u64), String> {
+    let out = out.map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "wrk failed ({}):\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let (rate, requests) = wrk_figures(&text)?;
+    Ok((text, rate, requests))
+}
+
 /// wrk's requests per second and request count, from its output; an error if some
 /// requests failed or were not answered 200 (the run is then void).
 pub fn wrk_figures(text: &str) -> Result<(f64, u64), String> {

@@ -463,29 +463,16 @@ fn bench() -> Result<bool, String> {
     for (name, lua, connections, latency) in jobs {
         eprintln!("bench_node: {name}, {} rounds", args.rounds);
         let mut runs: [Vec<Sample>; 3] = Default::default();
-        runs[0].push(run(
-            Route::Direct,
-            &lua,
-            args.seconds,
-            connections,
-            latency,
-        )?);
-        for round in 0..args.rounds {
-            let order = match round % 2 {
-                0 => [Route::Relay, Route::Gateway],
-                _ => [Route::Gateway, Route::Relay],
+        for round in 0..=args.rounds {
+            let hops = match (round == args.rounds, round % 2) {
+                (true, _) => vec![],
+                (false, 0) => vec![Route::Relay, Route::Gateway],
+                (false, _) => vec![Route::Gateway, Route::Relay],
             };
-            for route in order {
+            for route in std::iter::once(Route::Direct).chain(hops) {
                 let sample = run(route, &lua, args.seconds, connections, latency)?;
                 runs[route as usize].push(sample);
             }
-            runs[0].push(run(
-                Route::Direct,
-                &lua,
-                args.seconds,
-                connections,
-                latency,
-            )?);
         }
         tables.push((name, runs));
     }
@@ -623,17 +610,9 @@ fn wrk(
     }
     cmd.arg("-s").arg(lua).arg(target.front.url("/dev"));
     let before = target.cpu();
-    let out = cmd.output().map_err(|e| format!("wrk: {e}"))?;
+    let out = cmd.output();
     let after = target.cpu();
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "wrk failed ({}):\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let (rate, requests) = common::wrk_figures(&text)?;
+    let (text, rate, requests) = common::wrk_output(out)?;
     let used = [0, 1, 2].map(|k| before[k].until(after[k]));
     let per_call = |ticks: u64| ticks as f64 * tick_us / requests as f64;
     let (p50_us, p99_us) = if latency {
