@@ -18,7 +18,7 @@ pub const CU_COUNTER: &str = "golem.usage.erigon.compute-units";
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Reports the cumulative bill whenever it changed, at most once per
-/// [`REPORT_EVERY`]. Nothing is reported while the bill is 0: unused activities
+/// `REPORT_EVERY`. Nothing is reported while the bill is 0: unused activities
 /// are not billed. The bill is read once a tick rather than waited on, so that
 /// billing a call wakes nothing.
 pub fn spawn_counter(emitter: EventEmitter, billed: Ledger) -> tokio::task::JoinHandle<()> {

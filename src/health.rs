@@ -152,7 +152,7 @@ pub struct HeadReport {
     pub age_secs: i64,
 }
 
-/// Five calls at once, bounded by [`PROBE_TIMEOUT`] together.
+/// Five calls at once, bounded by `PROBE_TIMEOUT` together.
 pub async fn probe(rpc: &JsonRpc) -> NodeReport {
     let calls = futures::future::join5(
         rpc.call("eth_chainId", json!([])),

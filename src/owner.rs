@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     pub pid: u32,
-    /// Clock ticks after boot, field 22 of /proc/<pid>/stat.
+    /// Clock ticks after boot, field 22 of `/proc/<pid>/stat`.
     pub start_ticks: u64,
 }
 

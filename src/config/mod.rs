@@ -5,7 +5,7 @@
 //! a field has the wrong type. So the SDK only sees [`ErigonConf`], a JSON value, and all
 //! typing and validation happens here, where every error can name the file and the key.
 //!
-//! [`RawConfig`] is the file's schema; [`Config`] is what it validates into, one
+//! `RawConfig` is the file's schema; [`Config`] is what it validates into, one
 //! section at a time, and it builds what other modules need (a [`NodeSpec`], a
 //! password file's path, a URL) rather than handing out its fields.
 

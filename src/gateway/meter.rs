@@ -138,9 +138,10 @@ impl Expected {
         (expected, notifications)
     }
 
-    /// [`Expected::new`], and what all the calls weigh together (what the
-    /// request takes from the `cu_per_sec` bucket): each weight looked up once, and
-    /// each method's label in `methods`.
+    /// The answers `calls` expect, the units of its notifications, and what
+    /// all the calls weigh together (what the request takes from the
+    /// `cu_per_sec` bucket): each weight looked up once, and each method's
+    /// label in `methods`.
     pub fn weighed(calls: &[Call], weights: &Weights, methods: &Methods) -> (Expected, u64, u64) {
         let mut total = 0u64;
         let mut notifications = 0u64;

@@ -113,7 +113,7 @@ impl Gateway {
     }
 
     /// Stops accepting and closes every connection now: idle keep-alive
-    /// ones at once, busy ones once their answer is out (at most [`DRAIN`]),
+    /// ones at once, busy ones once their answer is out (at most `route::DRAIN`),
     /// WebSockets with a Close frame. Removes the socket and returns the
     /// final bill: after it returns, no call is answered or billed.
     pub async fn close(mut self) -> Bill {
