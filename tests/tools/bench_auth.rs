@@ -73,8 +73,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{
-    clock_ticks_per_sec, cpu_ticks, max, median, min, nginx_version, set_mode, switches, thousands,
-    write,
+    clock_ticks_per_sec, max, median, min, nginx_version, set_mode, thousands, write, Cpu,
 };
 use harness::nginx::{free_port, is_root, nginx_bin, prepare_auth_dir, Nginx};
 use serde_json::json;
@@ -88,7 +87,6 @@ use ya_runtime_erigon::owner::Owner;
 use ya_runtime_erigon::seat::Seat;
 
 #[path = "bench_common.rs"]
-#[allow(dead_code)] // what bench_node alone uses
 mod common;
 
 const USAGE: &str = "usage: bench_auth [--seconds N] [--connections N] [--rounds N] [--starts N]";
@@ -966,37 +964,33 @@ fn wrk(
     ])
     .arg(lua)
     .arg(format!("http://127.0.0.1:{port}/bench"));
-    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    // CPU: the front's and the backend's workers, and this process (the gateways);
+    // switches: the same workers', and the gateways' thread's.
     let me = std::process::id();
-    let gateway = format!("/proc/{me}/task/{}/status", pids.gateway_tid);
-    let switched = || {
+    let cpu = || {
+        let gateways = Cpu {
+            switches: Cpu::thread(pids.gateway_tid).switches,
+            ..Cpu::processes(&[me])
+        };
         [
-            pids.front
-                .iter()
-                .map(|p| switches(&format!("/proc/{p}/status")))
-                .sum::<u64>(),
-            switches(&gateway),
-            pids.backend
-                .iter()
-                .map(|p| switches(&format!("/proc/{p}/status")))
-                .sum(),
+            Cpu::processes(&pids.front),
+            gateways,
+            Cpu::processes(&pids.backend),
         ]
     };
-    let before = (ticks(&pids.front), cpu_ticks(me), ticks(&pids.backend));
-    let switched_before = switched();
+    let before = cpu();
     let out = cmd.output();
-    let switched_after = switched();
-    let after = (ticks(&pids.front), cpu_ticks(me), ticks(&pids.backend));
+    let after = cpu();
     let (_, rate, requests) = common::wrk_output(out)?;
-    let per_request = |a: u64, b: u64| b.saturating_sub(a) as f64 * tick_us / requests as f64;
+    let used = [0, 1, 2].map(|k| before[k].until(after[k]));
+    let per_request = |k: usize| (used[k].user + used[k].system) as f64 * tick_us / requests as f64;
     Ok(Sample {
         rate,
         requests,
-        front_us: per_request(before.0, after.0),
-        gateway_us: per_request(before.1, after.1),
-        backend_us: per_request(before.2, after.2),
-        switches: [0, 1, 2]
-            .map(|k| switched_after[k].saturating_sub(switched_before[k]) as f64 / requests as f64),
+        front_us: per_request(0),
+        gateway_us: per_request(1),
+        backend_us: per_request(2),
+        switches: used.map(|u| u.switches as f64 / requests as f64),
     })
 }
 

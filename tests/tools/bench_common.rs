@@ -64,7 +64,7 @@ pub fn wrk_script(path: &Path, basic: &str, body: &str) -> Result<(), String> {
 
 /// Voluntary and involuntary context switches so far, from a `status` file of
 /// /proc (a process's counts are its main thread's); 0 if it is gone.
-pub fn switches(status: &str) -> u64 {
+fn switches(status: &str) -> u64 {
     std::fs::read_to_string(status)
         .unwrap_or_default()
         .lines()
@@ -73,15 +73,9 @@ pub fn switches(status: &str) -> u64 {
         .sum()
 }
 
-/// utime + stime of a process (all its threads), in clock ticks; 0 if it is gone.
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let (user, system) = user_system(&format!("/proc/{pid}/stat"));
-    user + system
-}
-
 /// utime and stime, in clock ticks, from a `stat` file of /proc (a process's, all its
 /// threads; or one thread's, under `task/`); 0 if it is gone.
-pub fn user_system(stat: &str) -> (u64, u64) {
+fn user_system(stat: &str) -> (u64, u64) {
     let stat = std::fs::read_to_string(stat).unwrap_or_default();
     let Some(close) = stat.rfind(')') else {
         return (0, 0);

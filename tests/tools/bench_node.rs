@@ -55,7 +55,6 @@ use harness::provider::Provider;
 use serde_json::{json, Value};
 
 #[path = "bench_common.rs"]
-#[allow(dead_code)] // what bench_auth alone uses
 mod common;
 
 const USAGE: &str =
