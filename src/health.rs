@@ -1,14 +1,20 @@
 //! Asking a node over JSON-RPC whether it answers, for which chain, and how it is doing.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1;
+use hyper::{header, Request, StatusCode};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::backoff::Backoff;
 use crate::network::Network;
+use crate::upstream::{Stage, Upstream};
 
 /// STATUS waits at most this long for the node: a requestor's batch must not hang on
 /// a node that is busy.
@@ -17,68 +23,115 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A probe that hangs longer than this is retried rather than waited for.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A JSON-RPC client of one node, dialing through its [`Upstream`] as the gateway
+/// does (same URL, TLS and Host header), so a start's readiness and STATUS check the
+/// node the requestor's calls will reach.
 #[derive(Clone)]
 pub struct JsonRpc {
-    client: reqwest::Client,
-    url: String,
+    node: Arc<Upstream>,
 }
 
+/// The largest answer a probe reads: `eth_chainId`, `eth_syncing` and a block header
+/// are a few KiB; a node that sends more is not answering a probe.
+const MAX_ANSWER: usize = 1 << 20;
+
 impl JsonRpc {
-    pub fn new(addr: SocketAddr) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            // A provider's HTTP_PROXY must not capture calls to its own loopback.
-            .no_proxy()
-            // A fresh loopback connection per call costs microseconds; a pooled one
-            // the node has half-closed would stall a probe until its timeout.
-            .pool_max_idle_per_host(0)
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self {
-            client,
-            // SocketAddr's Display brackets an IPv6 address, as a URL needs.
-            url: format!("http://{addr}/"),
-        })
+    pub fn new(node: Arc<Upstream>) -> Self {
+        Self { node }
     }
 
+    /// The node's JSON-RPC URL, for messages.
     pub fn url(&self) -> &str {
-        &self.url
+        self.node.http().url()
     }
 
-    /// One call; a JSON-RPC error object is an error too.
+    /// One call on a fresh connection: probes are seconds apart, and a kept
+    /// connection the node (or a balancer in front of it) half-closed meanwhile would
+    /// stall a probe until its timeout. A JSON-RPC error object is an error too.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        self.call_typed(method, params).await.map_err(|e| e.text)
+    }
+
+    /// [`JsonRpc::call`], telling a refused TLS handshake (a wrong certificate, an
+    /// unknown CA, no TLS at all) from the rest: waiting cannot fix it.
+    async fn call_typed(&self, method: &str, params: Value) -> Result<Value, CallError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response = self
-            .client
-            .post(&self.url)
-            .json(&body)
-            .send()
+        let url = self.url();
+        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, self.exchange(body.to_string()))
             .await
-            .map_err(|e| format!("{method} to {}: {e}", self.url))?;
-        let status = response.status();
-        let reply: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("{method} to {}: HTTP {status}, not JSON-RPC: {e}", self.url))?;
+            .map_err(|_| format!("{method} to {url}: no answer within {CALL_TIMEOUT:?}"))?
+            .map_err(|e| CallError {
+                tls: e.tls,
+                text: format!("{method} to {url}: {}", e.text),
+            })?;
+        let reply: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{method} to {url}: HTTP {status}, not JSON-RPC: {e}"))?;
         if let Some(error) = reply.get("error") {
-            return Err(format!("{method} to {}: error {error}", self.url));
+            return Err(format!("{method} to {url}: error {error}").into());
         }
         reply
             .get("result")
             .cloned()
-            .ok_or_else(|| format!("{method} to {}: reply without result: {reply}", self.url))
+            .ok_or_else(|| format!("{method} to {url}: reply without result: {reply}").into())
+    }
+
+    async fn exchange(&self, body: String) -> Result<(StatusCode, Bytes), CallError> {
+        let endpoint = self.node.http();
+        let io = self.node.dial(endpoint).await.map_err(|e| CallError {
+            tls: e.stage == Stage::Tls,
+            text: e.to_string(),
+        })?;
+        let (mut sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+        let req = Request::post(endpoint.path().clone())
+            .header(header::HOST, endpoint.authority().clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let answer = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = answer.status();
+            let body = Limited::new(answer.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| format!("HTTP {status}: {e}"))?;
+            Ok::<_, String>((status, body.to_bytes()))
+        };
+        // The connection is driven until the answer is read; it ends with `sender`.
+        tokio::select! {
+            answer = exchange => answer.map_err(CallError::from),
+            ended = connection => Err(CallError::from(match ended {
+                Ok(()) => "the connection closed before the answer".to_owned(),
+                Err(e) => e.to_string(),
+            })),
+        }
+    }
+}
+
+/// A failed call, and whether it failed at the TLS handshake.
+struct CallError {
+    tls: bool,
+    text: String,
+}
+
+impl From<String> for CallError {
+    fn from(text: String) -> Self {
+        CallError { tls: false, text }
     }
 }
 
 /// Polls `eth_chainId` with backoff until it answers a string, keeping the last
-/// error for the caller's timeout message. The caller bounds it.
-pub async fn poll_chain_id(rpc: &JsonRpc, last_error: &RefCell<String>) -> String {
+/// error for the caller's timeout message. The caller bounds it. A node whose TLS
+/// is refused fails at once: no wait makes a wrong certificate right.
+pub async fn poll_chain_id(rpc: &JsonRpc, last_error: &RefCell<String>) -> Result<String, String> {
     let mut backoff = Backoff::default();
     loop {
-        match rpc.call("eth_chainId", json!([])).await {
-            Ok(Value::String(id)) => return id,
+        match rpc.call_typed("eth_chainId", json!([])).await {
+            Ok(Value::String(id)) => return Ok(id),
             Ok(other) => *last_error.borrow_mut() = format!("eth_chainId returned {other}"),
-            Err(e) => *last_error.borrow_mut() = e,
+            Err(e) if e.tls => return Err(e.text),
+            Err(e) => *last_error.borrow_mut() = e.text,
         }
         backoff.wait().await;
     }
@@ -92,12 +145,31 @@ pub async fn wait_answer(
 ) -> Result<String, String> {
     let last_error = RefCell::new(String::from("no answer yet"));
     tokio::select! {
-        id = poll_chain_id(rpc, &last_error) => check_chain(&id, network).map(|()| id),
+        id = poll_chain_id(rpc, &last_error) => {
+            let id = id?;
+            check_chain(&id, network).map(|()| id).map_err(|e| format!("at {}: {e}", rpc.url()))
+        }
         _ = tokio::time::sleep_until(deadline.into()) => Err(format!(
             "does not answer at {} (last: {})",
             rpc.url(),
             last_error.borrow()
         )),
+    }
+}
+
+/// One `eth_chainId` to a node that is not ours, as `test` asks it: `Ok(Ok(id))` when
+/// it answers for the right chain, `Ok(Err(why))` when it does not answer (it may be
+/// starting), and `Err` for what no wait fixes: a refused TLS handshake or the wrong
+/// chain.
+pub async fn check_once(
+    rpc: &JsonRpc,
+    network: &Network,
+) -> Result<Result<String, String>, String> {
+    match rpc.call_typed("eth_chainId", json!([])).await {
+        Ok(Value::String(id)) => check_chain(&id, network).map(|()| Ok(id)),
+        Ok(other) => Ok(Err(format!("eth_chainId returned {other}"))),
+        Err(e) if e.tls => Err(e.text),
+        Err(e) => Ok(Err(e.text)),
     }
 }
 

@@ -34,6 +34,7 @@ pub mod signals;
 pub mod status;
 pub mod text;
 pub mod units;
+pub mod upstream;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

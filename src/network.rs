@@ -81,6 +81,25 @@ pub struct NetworkSpec {
     /// `http_api`'s namespaces when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub methods: Option<MethodsSpec>,
+    /// Where a shared network's node answers, when not on this machine's
+    /// `erigon_http_addr` (see `upstream`); checked in `config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeAddress>,
+}
+
+/// A shared network's `node` section: the operator's node at its own URLs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddress {
+    /// `http://` or `https://`, with a host, an optional port and an optional path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// `ws://` or `wss://`; derived from `http` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<String>,
+    /// A PEM file of CAs trusted besides the system's, for a node with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A network's `methods` section.
@@ -101,6 +120,7 @@ impl NetworkSpec {
             mode: Mode::Managed,
             limits: serde_json::Map::new(),
             methods: None,
+            node: None,
         }
     }
 }
@@ -171,6 +191,11 @@ impl Network {
 
     pub fn ports(&self) -> Ports {
         self.ports
+    }
+
+    /// The operator's `node` section, as written.
+    pub fn node_address(&self) -> Option<&NodeAddress> {
+        self.spec.node.as_ref()
     }
 }
 

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -17,6 +18,7 @@ use crate::child::{Child, Command};
 use crate::health::{self, JsonRpc};
 use crate::network::Network;
 use crate::nodespec::{with_flags, NodeSpec};
+use crate::upstream::Upstream;
 
 /// How long a node that failed to start gets for its clean stop before SIGKILL: a
 /// failed start must leave no process, and a node minutes old has little to flush.
@@ -83,13 +85,9 @@ impl Node {
             }
         };
         let node = Self { erigon, rpcdaemon };
-        let ready = match JsonRpc::new(spec.rpc) {
-            Ok(rpc) => {
-                let waiting = node.wait_ready(&rpc, &spec.network, deadline);
-                cancel.unless("waiting for rpcdaemon", waiting).await
-            }
-            Err(e) => Err(e),
-        };
+        let rpc = JsonRpc::new(Arc::new(Upstream::local(spec.rpc)));
+        let waiting = node.wait_ready(&rpc, &spec.network, deadline);
+        let ready = cancel.unless("waiting for rpcdaemon", waiting).await;
         match ready {
             Ok(chain_id) => Ok((node, chain_id)),
             Err(e) => {
@@ -110,6 +108,7 @@ impl Node {
         let last_error = std::cell::RefCell::new(String::from("no answer yet"));
         tokio::select! {
             id = health::poll_chain_id(rpc, &last_error) => {
+                let id = id?;
                 health::check_chain(&id, network).map(|()| id)
             }
             failure = self.watch() => Err(format!("{failure} during start")),

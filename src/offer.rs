@@ -96,5 +96,24 @@ pub async fn self_test(config: &Config) -> Result<Vec<String>, String> {
             config.erigon_path().display()
         );
     }
-    crate::nginx::check_site(config)
+    let mut warnings = crate::nginx::check_site(config)?;
+    for network in config.networks().all().filter(|n| n.is_shared()) {
+        let rpc = crate::health::JsonRpc::new(config.upstream(network));
+        let shown = rpc.url().to_owned();
+        match crate::health::check_once(&rpc, network).await {
+            Ok(Ok(chain_id)) => {
+                log::info!("test: shared {network} node at {shown} answers chain {chain_id}")
+            }
+            Ok(Err(e)) => warnings.push(format!(
+                "the shared {network} node does not answer at {shown}: {e}; starts on {network} fail until it does"
+            )),
+            Err(e) => {
+                return Err(format!(
+                    "the shared {network} node at {shown}: {e} (its address: `networks.{network}.node` or `erigon_http_addr` in {})",
+                    config.file().display()
+                ))
+            }
+        }
+    }
+    Ok(warnings)
 }

@@ -81,7 +81,7 @@ pub async fn open(
     crate::deploy::prepare_activities_dir(config).map_err(at("folders"))?;
     let owner = Owner::current().map_err(at("folders"))?;
     sweep_dead_in_background(config.socket_dir(), &owner);
-    let rpc = JsonRpc::new(config.rpc_addr(&network)).map_err(at("node"))?;
+    let rpc = JsonRpc::new(config.upstream(&network));
     let (backend, chain_id) = match network.mode() {
         Mode::Shared => {
             // The operator's node: it must answer now; a start waits for nothing else.

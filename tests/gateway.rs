@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 use ya_runtime_erigon::gateway::{
     Bill, Gateway, GatewaySpec, Limits, Policy, Weights, IDLE_SECS, NOTIFICATION, USER_HEADER,
 };
+use ya_runtime_erigon::upstream::Upstream;
 
 /// The activity's user, which nginx names in [`USER_HEADER`] on every request.
 const USER: &str = "sepolia-0-gatewaytest000000";
@@ -54,7 +56,7 @@ async fn gateway(upstream: SocketAddr, limits: Limits, weights: Weights) -> Setu
     let socket = dir.path().join("gw.sock");
     let spec = GatewaySpec {
         socket: socket.clone(),
-        upstream,
+        upstream: Arc::new(Upstream::local(upstream)),
         limits,
         weights,
         policy: Policy::default(),
@@ -948,7 +950,7 @@ async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
     let again = Gateway::start(
         GatewaySpec {
             socket: gw.socket.clone(),
-            upstream: node.addr,
+            upstream: Arc::new(Upstream::local(node.addr)),
             limits: Limits::default(),
             weights: Weights::default(),
             policy: Policy::default(),
@@ -976,7 +978,7 @@ async fn gateway_at(socket: &Path, upstream: SocketAddr) -> Gateway {
     Gateway::start(
         GatewaySpec {
             socket: socket.to_path_buf(),
-            upstream,
+            upstream: Arc::new(Upstream::local(upstream)),
             limits: Limits::default(),
             weights: Weights::default(),
             policy: Policy::default(),
@@ -1395,7 +1397,7 @@ async fn serve_for_measurement() {
     }
     let spec = GatewaySpec {
         socket: socket.into(),
-        upstream: upstream.parse().expect("an address"),
+        upstream: Arc::new(Upstream::local(upstream.parse().expect("an address"))),
         limits,
         weights: Weights::default(),
         policy: Policy::default(),

@@ -28,6 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use ya_runtime_erigon::gateway::{
     Bill, Gateway, GatewaySpec, Limits, Policy, Weights, USER_HEADER,
 };
+use ya_runtime_erigon::upstream::Upstream;
 
 /// The activity's user, which nginx names in [`USER_HEADER`] on every request.
 const USER: &str = "sepolia-0-hostiletest000000";
@@ -53,7 +54,7 @@ async fn gateway(upstream: SocketAddr, limits: Limits, weights: Weights) -> Setu
     let spec = GatewaySpec {
         socket: socket.clone(),
         user: USER.into(),
-        upstream,
+        upstream: Arc::new(Upstream::local(upstream)),
         limits,
         weights,
         policy: Policy::default(),

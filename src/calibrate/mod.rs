@@ -75,7 +75,7 @@ async fn calibrate(args: &Args) -> Result<(), String> {
         None => config.default_network().clone(),
     };
     let before = Table::load(config.compute_units_file())?;
-    let mut node = Node::new(config.rpc_addr(&network));
+    let mut node = Node::new(config.upstream(&network));
     let chain_id = plan::ask(&mut node, BASELINE, json!([]))
         .await
         .map_err(|e| unreachable(&e, &network, &config))?;
@@ -263,8 +263,15 @@ fn progress_line(method: &str, outcome: &Outcome) -> String {
 fn unreachable(error: &str, network: &Network, config: &Config) -> String {
     let hint = if network.is_shared() {
         format!(
-            "is the node running? its address comes from `erigon_http_addr` and `erigon_http_port` + slot {} in {}",
-            network.slot(),
+            "is the node running? its address comes from {} in {}",
+            if network.node_address().is_some() {
+                format!("`networks.{network}.node`")
+            } else {
+                format!(
+                    "`erigon_http_addr` and `erigon_http_port` + slot {}",
+                    network.slot()
+                )
+            },
             config.file().display()
         )
     } else {

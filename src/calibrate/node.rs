@@ -6,7 +6,7 @@
 //! would pull every ratio toward 1. Connecting is never timed: a connection the node
 //! closed while idle is replaced before the clock starts.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,11 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 use crate::text::printable;
+use crate::upstream::Upstream;
 
 /// The slowest answer waited for: a node that takes longer for one representative
 /// call is not in a state to be calibrated.
@@ -44,23 +43,17 @@ pub struct Answer {
 }
 
 pub struct Node {
-    addr: SocketAddr,
-    url: String,
+    node: Arc<Upstream>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Node {
-    pub fn new(addr: SocketAddr) -> Node {
-        Node {
-            addr,
-            // SocketAddr's Display brackets an IPv6 address, as a URL needs.
-            url: format!("http://{addr}/"),
-            sender: None,
-        }
+    pub fn new(node: Arc<Upstream>) -> Node {
+        Node { node, sender: None }
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        self.node.http().url()
     }
 
     /// One timed call. An error is the node not answering at all; a JSON-RPC error is
@@ -75,13 +68,13 @@ impl Node {
             }),
             Ok(Err(e)) => {
                 self.sender = None;
-                Err(format!("{method} to {}: {e}", self.url))
+                Err(format!("{method} to {}: {e}", self.url()))
             }
             Err(_) => {
                 self.sender = None;
                 Err(format!(
                     "{method} to {}: no answer within {} s",
-                    self.url,
+                    self.url(),
                     CALL_TIMEOUT.as_secs()
                 ))
             }
@@ -99,8 +92,9 @@ impl Node {
                 },
                 None => self.connect().await?,
             };
-            let request = Request::post("/")
-                .header(HOST, self.addr.to_string())
+            let endpoint = self.node.http();
+            let request = Request::post(endpoint.path().clone())
+                .header(HOST, endpoint.authority().clone())
                 .header(CONTENT_TYPE, "application/json")
                 .body(Full::new(body.clone()))
                 .map_err(|e| format!("cannot build the request: {e}"))?;
@@ -128,14 +122,13 @@ impl Node {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+        // TCP_NODELAY (see `upstream::dial`): Nagle's wait for an ACK would be timed.
+        let io = tokio::time::timeout(CONNECT_TIMEOUT, self.node.dial(self.node.http()))
             .await
             .map_err(|_| format!("cannot connect within {} s", CONNECT_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        // A request is written whole; Nagle's wait for an ACK would be timed too.
-        tcp.set_nodelay(true)
-            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
-        let (sender, connection) = http1::handshake(TokioIo::new(tcp))
+            .map_err(|e| e.to_string())?;
+        // (The caller names the URL.)
+        let (sender, connection) = http1::handshake(io)
             .await
             .map_err(|e| format!("HTTP handshake: {e}"))?;
         // Ends when the sender is dropped or the node closes the connection; an error

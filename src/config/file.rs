@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::check::{absolute, in_range, words};
 use super::gateway::{network_limits, network_policies, validate_socket_dir};
+use super::upstream::network_upstreams;
 use super::{Config, CredentialSettings, LogSettings, NodeSettings};
 use crate::hash::HashScheme;
 use crate::network::{NetworkSpec, Networks, NumberOrText, DEFAULT_NETWORKS};
@@ -262,6 +263,7 @@ impl RawConfig {
         let http_api = words("http_api", http_api, "_")?;
         let policies = network_policies(&networks, &http_api)?;
         let networks = Networks::new(networks, port_base, erigon_http_port)?;
+        let upstreams = network_upstreams(&networks, http_addr)?;
         let default_network = networks
             .resolve(&default_network)
             .map_err(|e| format!("key `default_network`: {e}"))?;
@@ -313,6 +315,7 @@ impl RawConfig {
             public_addr,
             data_dir,
             networks,
+            upstreams,
             default_network,
             credentials,
             node,

@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,12 +20,14 @@ use crate::gateway::{GatewaySpec, Limits, Policy, Weights};
 use crate::hash::HashScheme;
 use crate::network::{Network, Networks};
 use crate::nodespec::NodeSpec;
+use crate::upstream::Upstream;
 
 mod check;
 mod file;
 mod gateway;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use file::RawConfig;
 pub use file::{BCRYPT_COST, PASSWORD_LENGTH, READY_TIMEOUT_SECS, STOP_TIMEOUT_MS};
@@ -79,6 +82,8 @@ pub struct Config {
     pub(super) public_addr: url::Url,
     pub(super) data_dir: PathBuf,
     pub(super) networks: Networks,
+    /// Each network's node, by name: every network has one.
+    pub(super) upstreams: std::collections::BTreeMap<String, Arc<Upstream>>,
     pub(super) default_network: Network,
     pub(super) credentials: CredentialSettings,
     pub(super) node: NodeSettings,
@@ -161,10 +166,19 @@ impl Config {
         self.stop_timeout
     }
 
-    /// Where `network`'s rpcdaemon answers: the runtime's own node, or the operator's
-    /// for a shared network (which must listen there, as the nginx routes assume).
+    /// Where a managed network's rpcdaemon listens (and a shared network's node
+    /// answers when its `node` section does not say otherwise).
     pub fn rpc_addr(&self, network: &Network) -> SocketAddr {
         SocketAddr::new(self.node.http_addr, network.ports().http)
+    }
+
+    /// Where `network`'s node answers and how to reach it: the runtime's own
+    /// rpcdaemon, or the operator's node wherever its `node` section says.
+    pub fn upstream(&self, network: &Network) -> Arc<Upstream> {
+        self.upstreams
+            .get(network.name())
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Upstream::local(self.rpc_addr(network))))
     }
 
     /// The URL a requestor's user calls: one route per network behind `public_addr`.
@@ -260,7 +274,7 @@ impl Config {
                 None => self.socket_path(user),
             },
             user: user.to_owned(),
-            upstream: self.rpc_addr(network),
+            upstream: self.upstream(network),
             limits: self.limits(network),
             weights: self.weights.clone(),
             policy: self.policy(network),

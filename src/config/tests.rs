@@ -290,3 +290,95 @@ fn writes_defaults_once_and_never_overwrites() {
         "{\"bcrypt_cost\": 6}"
     );
 }
+
+#[test]
+fn a_shared_networks_node_may_be_anywhere_and_a_managed_ones_may_not() {
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), "not a certificate").unwrap();
+    let cfg = load(json!({
+        "networks": {
+            "dev": {"slot": 0, "mode": "shared", "node": {"http": "http://10.0.0.7:8545/rpc"}},
+            "gnosis": {"slot": 1, "mode": "shared",
+                       "node": {"http": "http://10.0.0.8:8545/", "ws": "ws://10.0.0.8:8546/"}},
+            "sepolia": {"slot": 2, "mode": "shared"},
+            "mainnet": {"slot": 3}
+        },
+        "default_network": "dev"
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let node = |name: &str| cfg.upstream(&cfg.networks().resolve(name).unwrap());
+    assert_eq!(node("dev").http().url(), "http://10.0.0.7:8545/rpc");
+    assert_eq!(node("dev").ws().url(), "ws://10.0.0.7:8545/rpc", "derived");
+    assert_eq!(node("gnosis").ws().url(), "ws://10.0.0.8:8546/");
+    assert_eq!(
+        node("sepolia").http().url(),
+        "http://127.0.0.1:8557/",
+        "the default"
+    );
+    assert_eq!(node("mainnet").ws().url(), "ws://127.0.0.1:8558/");
+    assert!(!node("dev").is_tls());
+
+    let shared = |node: serde_json::Value| {
+        load(
+            json!({"networks": {"dev": {"slot": 0, "mode": "shared", "node": node}},
+                    "default_network": "dev"}),
+        )
+    };
+    let refused = [
+        (
+            json!({"http": "http://10.0.0.7:8545/"}),
+            false,
+            "key `networks.dev.node`: dev is a managed network",
+        ),
+        (
+            json!({"http": "10.0.0.7:8545"}),
+            true,
+            "key `networks.dev.node.http`: \"10.0.0.7:8545\" is not a URL",
+        ),
+        (
+            json!({"http": "https://a.lan/", "ws": "https://a.lan/"}),
+            true,
+            "key `networks.dev.node.ws`: \"https://a.lan/\" has the scheme https:",
+        ),
+        (
+            json!({"http": "http://a.lan/", "ca_file": "ca.pem"}),
+            true,
+            "key `networks.dev.node.ca_file`",
+        ),
+        (
+            json!({"http": "http://a.lan/", "ca_file": ca.path()}),
+            true,
+            "but the node is reached without TLS (http://a.lan/)",
+        ),
+        (
+            json!({"http": "https://a.lan/", "ca_file": ca.path()}),
+            true,
+            "key `networks.dev.node.ca_file`",
+        ),
+        (
+            json!({"http": "https://a.lan/", "ca_file": "/nonexistent/ca.pem"}),
+            true,
+            "cannot read /nonexistent/ca.pem",
+        ),
+        (
+            json!({"https": "https://a.lan/"}),
+            true,
+            "unknown field `https`",
+        ),
+    ];
+    for (node, is_shared, expected) in refused {
+        let err = if is_shared {
+            shared(node.clone())
+        } else {
+            load(json!({"networks": {"dev": {"slot": 0, "node": node}}, "default_network": "dev"}))
+        }
+        .err()
+        .unwrap_or_else(|| panic!("{node} accepted"));
+        assert!(err.contains(expected), "{node}: {err}");
+    }
+    let err = shared(json!({"http": "https://a.lan/", "ca_file": ca.path()})).unwrap_err();
+    assert!(
+        err.contains("is not a PEM file of certificates") || err.contains("holds no certificate"),
+        "{err}"
+    );
+}

@@ -148,10 +148,12 @@ async fn forward(
     } = request;
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = hyper::Uri::from_static("/");
+    let node = shared.upstream.http();
+    *req.uri_mut() = node.path().clone();
     let headers = req.headers_mut();
-    // rpcdaemon's and geth's default --http.vhosts accept "localhost".
-    headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    // The node's own authority: rpcdaemon's and geth's --http.vhosts accept an
+    // IP address, and a proxy in front of a node routes by the name.
+    headers.insert(header::HOST, node.authority().clone());
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -1,23 +1,23 @@
 //! The gateway's connections to the node.
 //!
 //! Each connection from nginx gets a node connection of its own, made at its
-//! first POST and kept alive with it. An HTTP/1 connection carries one request
+//! first POST and kept alive with it (over TLS: one handshake per nginx
+//! connection, not per call). An HTTP/1 connection carries one request
 //! at a time, so its node connection is never contended and needs no pool: the
 //! pool this replaces (hyper-util's) took a lock, a map lookup and its idle
 //! bookkeeping on every call, a measurable share of the hop's cost. The node
 //! connections also end with nginx's: at most one per connection the gateway
 //! admits, none left idle after a stop.
 
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use crate::upstream::Upstream;
 
 /// A connection's read buffer cap (headers included; hyper's least is 8 KiB),
 /// on both sides of the gateway: nginx's connections (see `route`) and the
@@ -26,26 +26,15 @@ use tokio::net::TcpStream;
 /// for the most connections allowed (96 by default) is 1.5 MiB.
 pub const MAX_BUF: usize = 16 << 10;
 
-/// A connection to the node over TCP, without Nagle's delay (a request is
-/// written whole, and waiting for an ACK would add to every call).
-pub async fn dial(node: SocketAddr) -> Result<TokioIo<TcpStream>, String> {
-    let tcp = TcpStream::connect(node)
-        .await
-        .map_err(|e| format!("cannot connect to {node}: {e}"))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| format!("cannot set TCP_NODELAY on {node}: {e}"))?;
-    Ok(TokioIo::new(tcp))
-}
-
 /// One nginx connection's way to the node.
 pub struct Link {
-    node: SocketAddr,
+    node: Arc<Upstream>,
     /// The kept connection, taken while a request is on it.
     kept: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl Link {
-    pub fn new(node: SocketAddr) -> Link {
+    pub fn new(node: Arc<Upstream>) -> Link {
         Link {
             node,
             kept: Mutex::new(None),
@@ -76,9 +65,14 @@ impl Link {
         // gateway to 30 MB. The answer streams through in pieces anyway.
         let (mut sender, connection) = http1::Builder::new()
             .max_buf_size(MAX_BUF)
-            .handshake(dial(self.node).await?)
+            .handshake(
+                self.node
+                    .dial(self.node.http())
+                    .await
+                    .map_err(|e| format!("{}: {e}", self.node.http()))?,
+            )
             .await
-            .map_err(|e| format!("HTTP handshake with {}: {e}", self.node))?;
+            .map_err(|e| format!("HTTP handshake with {}: {e}", self.node.http()))?;
         // The connection ends once its sender (this link) is dropped and it is
         // idle, or the node closes it.
         tokio::spawn(async move {

@@ -45,7 +45,7 @@ pub async fn serve(
     close: tokio::sync::oneshot::Receiver<()>,
 ) {
     let slot: ws::Slot = Arc::default();
-    let link = Arc::new(Link::new(shared.upstream));
+    let link = Arc::new(Link::new(Arc::clone(&shared.upstream)));
     let service = {
         let (shared, slot) = (Arc::clone(&shared), Arc::clone(&slot));
         service_fn(move |req| {

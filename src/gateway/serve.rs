@@ -4,7 +4,6 @@
 //! after [`Gateway::close`] returns nothing is answered or billed, and a
 //! seat's next holder never binds a socket this gateway still answers on.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::pin::pin;
@@ -24,6 +23,7 @@ use super::route::{self, DRAIN};
 use super::shared::{stopped, Shared};
 use crate::metrics::{Meters, Methods};
 use crate::seat::Seat;
+use crate::upstream::Upstream;
 
 /// What to serve and how.
 #[derive(Clone, Debug)]
@@ -35,8 +35,8 @@ pub struct GatewaySpec {
     /// refused (see `seat`: a seat's socket can be reached with a dead
     /// holder's credentials until they are swept).
     pub user: String,
-    /// The node's HTTP and WebSocket JSON-RPC port, on loopback.
-    pub upstream: SocketAddr,
+    /// The node this activity's calls and WebSockets go to.
+    pub upstream: Arc<Upstream>,
     pub limits: Limits,
     pub weights: Weights,
     pub policy: Policy,

@@ -4,7 +4,6 @@
 //! that a request is screened, weighed and counted the same however it came,
 //! and neither way of calling depends on the other.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use super::limits::{Policy, Weights};
 use super::meter::{self, Ledger};
 use super::screen;
 use crate::metrics::Meters;
+use crate::upstream::Upstream;
 
 /// State every connection of one gateway shares.
 pub struct Shared {
@@ -28,7 +28,8 @@ pub struct Shared {
     pub ledger: Ledger,
     /// The operator's counters (see `metrics`): what the bill does not say.
     pub meters: Arc<Meters>,
-    pub upstream: SocketAddr,
+    /// The node: every connection dials it through this, TLS included.
+    pub upstream: Arc<Upstream>,
     pub shutdown: watch::Receiver<bool>,
 }
 

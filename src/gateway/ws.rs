@@ -51,7 +51,6 @@ use super::frame::{self, Head, Writer};
 use super::gate::{InFlight, TokenBucket};
 use super::jsonrpc;
 use super::limits::NOTIFICATION;
-use super::link;
 use super::meter::{notifications_taken, Bill, Expected, Kind};
 use super::metered::ReplyBody;
 use super::reply::reply;
@@ -144,15 +143,21 @@ pub async fn accept(
 
 /// Opens the node's side: hyper's client upgrade, checked as RFC 6455 says.
 async fn connect(shared: &Shared) -> Result<Upgraded, String> {
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(link::dial(shared.upstream).await?)
+    let node = shared.upstream.ws();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(
+        shared
+            .upstream
+            .dial(node)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{node}: {e}"))?,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let key = generate_key();
-    let req = Request::get("/")
-        // rpcdaemon's and geth's default --ws vhosts check is skipped for
-        // upgrades, but a Host is required.
-        .header(header::HOST, "localhost")
+    let req = Request::get(node.path().clone())
+        // rpcdaemon's and geth's --ws vhosts check is skipped for upgrades;
+        // a proxy in front of the node routes by it.
+        .header(header::HOST, node.authority().clone())
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
         .header(header::SEC_WEBSOCKET_VERSION, "13")

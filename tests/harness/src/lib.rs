@@ -8,11 +8,14 @@
 //! - [`process`]: signals and waiting for processes to go;
 //! - [`http`]: JSON-RPC calls as a requestor's user makes them;
 //! - [`nginx`]: the real nginx with the shipped site;
-//! - [`anvil`]: anvil, a real Ethereum JSON-RPC node, as the operator's node.
+//! - [`anvil`]: anvil, a real Ethereum JSON-RPC node, as the operator's node;
+//! - [`nodefront`]: a TLS-terminating nginx in front of such a node, with certificates
+//!   made by openssl (good, wrong name, expired, unknown CA).
 
 pub mod anvil;
 pub mod exeunit;
 pub mod http;
 pub mod nginx;
+pub mod nodefront;
 pub mod process;
 pub mod provider;
