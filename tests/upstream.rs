@@ -32,9 +32,10 @@ fn provider(networks: Value, default: &str) -> (Provider, harness::nginx::Nginx)
     (provider, nginx)
 }
 
-/// `command` (`test`, `offer-template`) as ya-provider runs it, with a site file that
+/// The runtime with `args` (`test`, `offer-template` as ya-provider runs them, or an
+/// operator's `calibrate`), with a site file that
 /// includes the routes and the shipped locations, so that `test` checks the nodes.
-fn run(provider: &Provider, command: &str) -> std::process::Output {
+fn run(provider: &Provider, args: &[&str]) -> std::process::Output {
     let site = provider.root.path().join("site.conf");
     let locations = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("conf/nginx/ya-runtime-erigon-locations.conf");
@@ -56,7 +57,7 @@ fn run(provider: &Provider, command: &str) -> std::process::Output {
         .env("HOME", provider.root.path())
         .env("XDG_DATA_HOME", provider.root.path().join("xdg"))
         .env("RUST_LOG", "info")
-        .arg(command)
+        .args(args)
         .output()
         .unwrap()
 }
@@ -113,22 +114,39 @@ async fn an_https_node_on_a_path_serves_calls_websockets_and_status_over_kept_co
     );
 
     // `test` reaches the node over TLS; the offer says nothing about where it is.
-    let test = run(&provider, "test");
+    let test = run(&provider, &["test"]);
     let stderr = String::from_utf8_lossy(&test.stderr);
     assert!(test.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!("shared dev node at {url} answers chain 0x539")),
         "{stderr}"
     );
-    let offer = run(&provider, "offer-template");
+    let offer = run(&provider, &["offer-template"]);
     let offer = String::from_utf8_lossy(&offer.stdout);
     assert!(offer.contains("golem.runtime.erigon"), "{offer}");
     for secret in [&front.port().to_string(), "rpc/eth", "localhost", "ca.pem"] {
         assert!(!offer.contains(secret), "the offer shows {secret}: {offer}");
     }
 
+    // `calibrate` times the node through the same URL, on one kept connection.
+    let before = front.connections();
+    let out = run(&provider, &["calibrate", "--rounds", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&url), "{stdout}");
+    let calibrated = front.connections().difference(&before).count();
+    assert!(
+        calibrated <= 2,
+        "calibrate took {calibrated} TLS connections"
+    );
+
     let activity = provider.start_on("a", "dev").await;
     let status = activity.ready_status().await;
+    eprintln!("STATUS {status}");
     assert_eq!(status["node"]["chain_id"], "0x539", "{status}");
     assert!(status["node"]["head"]["number"].is_u64(), "{status}");
     let auth = creds(&status);
@@ -211,7 +229,12 @@ async fn an_https_node_on_a_path_serves_calls_websockets_and_status_over_kept_co
     })
     .await;
 
+    eprintln!(
+        "the node's front logged, last: {:?}",
+        front.access_lines().last()
+    );
     let billed = activity.shutdown_billed(COUNTER).await;
+    eprintln!("billed {billed} calls");
     assert!(
         billed >= (calls + 1) as f64,
         "billed {billed} for {calls} calls and a subscription"
@@ -323,7 +346,7 @@ async fn a_node_whose_tls_or_chain_is_wrong_is_refused_at_start_naming_the_url_a
             );
         }
         // `test` fails on a TLS refusal and only warns of a node that does not answer.
-        let test = run(&provider, "test");
+        let test = run(&provider, &["test"]);
         let stderr = String::from_utf8_lossy(&test.stderr);
         assert!(stderr.contains(&url), "{stderr}");
         assert_eq!(test.status.success(), !ca, "{url}: {stderr}");
@@ -408,7 +431,7 @@ async fn a_managed_network_refuses_a_node_url() {
         "networks": {"sepolia": {"slot": 1, "node": {"http": "https://node.lan/"}}},
         "default_network": "sepolia",
     }));
-    let out = run(&provider, "test");
+    let out = run(&provider, &["test"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -416,5 +439,80 @@ async fn a_managed_network_refuses_a_node_url() {
             && stderr.contains("set \\\"mode\\\": \\\"shared\\\"")
                 | stderr.contains("set \"mode\": \"shared\""),
         "{stderr}"
+    );
+}
+
+/// A node whose TLS handshake never completes (a port that accepts and stays silent):
+/// the gateway's calls are answered 502 once the call timeout passes, and billed
+/// nothing, since the node never received them (a connect inside the call's timeout
+/// would bill a timeout for work the node never did).
+#[tokio::test]
+async fn a_node_the_gateway_cannot_reach_costs_the_requestor_nothing() {
+    use http_body_util::{BodyExt, Full};
+    use ya_runtime_erigon::gateway::{Gateway, GatewaySpec, Limits, Policy, Weights, USER_HEADER};
+    use ya_runtime_erigon::upstream::{NodeKeys, Upstream};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/", silent.local_addr().unwrap());
+    let keys = NodeKeys {
+        http: Some(&url),
+        ws: None,
+        ca_file: Some(pki.ca_file()),
+    };
+    let upstream = Upstream::configured(keys, silent.local_addr().unwrap()).unwrap();
+    let limits = Limits {
+        call_timeout_ms: 800,
+        ..Limits::default()
+    };
+    let user = "dev-0-unreachable0000000";
+    let socket = dir.path().join("gw.sock");
+    let gateway = Gateway::start(
+        GatewaySpec {
+            socket: socket.clone(),
+            user: user.into(),
+            upstream: std::sync::Arc::new(upstream),
+            limits,
+            weights: Weights::default(),
+            policy: Policy::default(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for round in 0..2 {
+        let body = json!({"jsonrpc": "2.0", "id": round, "method": "eth_chainId", "params": []});
+        let request = hyper::Request::post("/")
+            .header("host", "gateway")
+            .header(USER_HEADER, user)
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let asked = std::time::Instant::now();
+        sender.ready().await.unwrap();
+        let answer = sender.send_request(request).await.unwrap();
+        let status = answer.status();
+        let text = answer.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(status, 502, "{text}");
+        assert!(text.contains(&format!("\"id\":{round}")), "{text}");
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
+            "answered after {waited:?}, the call timeout being 800 ms"
+        );
+    }
+    let billed = gateway.close().await;
+    assert_eq!(
+        (billed.calls, billed.units),
+        (0, 0),
+        "nothing reached the node"
     );
 }

@@ -159,6 +159,10 @@ async fn forward(
         HeaderValue::from_static("application/json"),
     );
     let timeout = shared.gate.limits().call_timeout();
+    if let Err(e) = link.connect(timeout).await {
+        log::warn!("gateway: the node is unreachable: {e}");
+        return Err(unavailable(screened));
+    }
     // On a timeout the request's future is dropped, and with it the node
     // connection that carried it (the link keeps no connection while a
     // request is on it): Erigon cancels a call whose connection closed.

@@ -10,6 +10,7 @@
 //! admits, none left idle after a stop.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -41,6 +42,25 @@ impl Link {
         }
     }
 
+    /// Opens the node connection before a call's clock starts, unless one is
+    /// kept and open. Connecting (TCP, and TLS for an `https` node on another
+    /// machine) is not the node's work: a node that cannot be reached within
+    /// `within` is answered unavailable and billed nothing, where a connect
+    /// inside the call's timeout would have billed a timeout.
+    pub async fn connect(&self, within: Duration) -> Result<(), String> {
+        if let Some(sender) = self.take() {
+            if !sender.is_closed() {
+                self.keep(sender);
+                return Ok(());
+            }
+        }
+        let sender = tokio::time::timeout(within, self.open())
+            .await
+            .map_err(|_| format!("{}: not connected within {within:?}", self.node.http()))??;
+        self.keep(sender);
+        Ok(())
+    }
+
     /// Sends `req` on the kept connection, or on a new one if there is none,
     /// it has closed, or the node closed it before the request was written
     /// (a kept connection can close under an idle timeout at any moment; a
@@ -60,10 +80,18 @@ impl Link {
                 }
             }
         }
+        let mut sender = self.open().await?;
+        let answer = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        self.keep(sender);
+        Ok(answer)
+    }
+
+    /// A new connection to the node, driven in a task of its own.
+    async fn open(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         // hyper grows a connection's read buffer to 400 KiB while a large
         // answer streams: 32 connections reading 2 MiB answers took a
         // gateway to 30 MB. The answer streams through in pieces anyway.
-        let (mut sender, connection) = http1::Builder::new()
+        let (sender, connection) = http1::Builder::new()
             .max_buf_size(MAX_BUF)
             .handshake(
                 self.node
@@ -80,9 +108,7 @@ impl Link {
                 log::debug!("gateway: a node connection ended: {e}");
             }
         });
-        let answer = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        self.keep(sender);
-        Ok(answer)
+        Ok(sender)
     }
 
     fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
