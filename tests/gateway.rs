@@ -1149,11 +1149,13 @@ async fn calls_reuse_one_connection_to_the_node() {
     assert_eq!(gw.gateway.close().await.calls, 80);
 }
 
-/// Node connections follow nginx's: one for each connection from nginx,
-/// closed with it, and none left after a stop. A kept connection the node
-/// closed is replaced, and the call on it is answered and billed once.
+/// Node connections follow nginx's: one for each connection from nginx. When
+/// one ends, its node connection is parked as a spare, and the next nginx
+/// connection takes it rather than connecting again (over TLS, a handshake);
+/// none is left after a stop. A kept connection the node closed is replaced,
+/// and the call on it is answered and billed once.
 #[tokio::test]
-async fn each_connection_has_its_own_node_connection_closed_with_it() {
+async fn each_connection_has_its_own_node_connection_parked_when_it_ends() {
     let node = anvil(&[]).await;
     let mut relay = relay(node.addr).await;
     let gw = gateway(relay.addr, Limits::default(), Weights::default()).await;
@@ -1173,7 +1175,27 @@ async fn each_connection_has_its_own_node_connection_closed_with_it() {
     relay.until_live(2, "A and B connected").await;
     drop(a.sender);
     let _ = a.task.await;
-    relay.until_live(1, "A closed its connection").await;
+    let parked = tokio::time::timeout(Duration::from_secs(5), async {
+        while gw.gateway.spare_connections() != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(
+        parked.await.is_ok(),
+        "A's node connection is parked when A ends"
+    );
+    relay
+        .until_live(2, "A's node connection, parked, stays open")
+        .await;
+    let mut c = connect(&gw.socket).await;
+    assert_eq!(
+        answered(&c.post(call(11, "eth_chainId").to_string()).await),
+        1
+    );
+    assert_eq!(relay.made(), 2, "C took A's parked node connection");
+    assert_eq!(gw.gateway.spare_connections(), 0);
+    drop(c.sender);
+    let _ = c.task.await;
 
     relay.cut().await;
     let again = b.post(call(10, "eth_chainId").to_string()).await;
@@ -1184,7 +1206,7 @@ async fn each_connection_has_its_own_node_connection_closed_with_it() {
         again.body
     );
     assert_eq!(relay.made(), 3, "B's call went on a new connection");
-    assert_eq!(gw.gateway.close().await.calls, 5);
+    assert_eq!(gw.gateway.close().await.calls, 6);
     relay.until_live(0, "after the stop").await;
 }
 

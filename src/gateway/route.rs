@@ -45,7 +45,10 @@ pub async fn serve(
     close: tokio::sync::oneshot::Receiver<()>,
 ) {
     let slot: ws::Slot = Arc::default();
-    let link = Arc::new(Link::new(Arc::clone(&shared.upstream)));
+    let link = Arc::new(Link::new(
+        Arc::clone(&shared.upstream),
+        Arc::clone(&shared.spares),
+    ));
     let service = {
         let (shared, slot) = (Arc::clone(&shared), Arc::clone(&slot));
         service_fn(move |req| {

@@ -84,6 +84,7 @@ impl Gateway {
             ledger: Ledger::default(),
             meters: Arc::new(Meters::new(methods)),
             upstream: spec.upstream,
+            spares: Arc::default(),
             shutdown: stopping,
         });
         let server = tokio::spawn(accept(listener, Arc::clone(&shared)));
@@ -107,6 +108,12 @@ impl Gateway {
         self.shared.ledger.clone()
     }
 
+    /// Node connections parked between nginx connections (see `link`): what a
+    /// test waits for before the next connection can take one.
+    pub fn spare_connections(&self) -> usize {
+        self.shared.spares.len()
+    }
+
     /// The gateway's counters for the operator, readable after it is gone.
     pub fn meters(&self) -> Arc<Meters> {
         Arc::clone(&self.shared.meters)
@@ -119,6 +126,7 @@ impl Gateway {
     pub async fn close(mut self) -> Bill {
         self.shutdown.send_replace(true);
         let _ = (&mut self.server).await;
+        self.shared.spares.close();
         self.remove_socket();
         self.billed()
     }
@@ -135,6 +143,7 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
+        self.shared.spares.close();
         self.remove_socket();
     }
 }

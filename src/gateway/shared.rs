@@ -13,6 +13,7 @@ use super::error;
 use super::gate::{self, Gate, Refusal};
 use super::jsonrpc;
 use super::limits::{Policy, Weights};
+use super::link::Spares;
 use super::meter::{self, Ledger};
 use super::screen;
 use crate::metrics::Meters;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub meters: Arc<Meters>,
     /// The node: every connection dials it through this, TLS included.
     pub upstream: Arc<Upstream>,
+    /// Node connections between nginx connections (see `link`).
+    pub spares: Arc<Spares>,
     pub shutdown: watch::Receiver<bool>,
 }
 
