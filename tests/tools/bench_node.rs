@@ -47,15 +47,16 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use base64::Engine;
-use common::{clock_ticks_per_sec, max, median, min, nginx_version, thousands, Cpu};
+use common::{max, median, min, nginx_version, thousands, Cpu};
 use harness::anvil::Anvil;
 use harness::exeunit::creds;
 use harness::nginx::{free_port, prepare_auth_dir, Nginx};
-use harness::provider::Provider;
 use serde_json::{json, Value};
 
 #[path = "bench_common.rs"]
 mod common;
+#[path = "bench_hop.rs"]
+mod hop;
 
 const USAGE: &str =
     "usage: bench_node [--seconds N] [--connections N] [--rounds N] [--hold] [--runtime FILE]";
@@ -77,52 +78,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-struct Args {
-    seconds: u32,
-    connections: u32,
-    rounds: usize,
-    /// Set up, print where the two paths are, and wait for stdin to close
-    /// instead of measuring: for profiling by hand.
-    hold: bool,
-    /// Another build of the runtime to measure (an A/B against an older commit).
-    runtime: Option<std::path::PathBuf>,
-}
-
-fn args() -> Result<Args, String> {
-    let mut args = Args {
-        seconds: 3,
-        connections: 8,
-        rounds: 5,
-        hold: false,
-        runtime: None,
-    };
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        if flag == "--hold" {
-            args.hold = true;
-            continue;
-        }
-        let value = argv
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
-        let number = |what: &str| {
-            value
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{flag} {value:?}: not a positive {what}; {USAGE}"))
-        };
-        match flag.as_str() {
-            "--runtime" => args.runtime = Some(value.into()),
-            "--seconds" => args.seconds = number("number of seconds")?,
-            "--connections" => args.connections = number("number of connections")?,
-            "--rounds" => args.rounds = number("number of rounds")? as usize,
-            _ => return Err(format!("unknown argument {flag:?}; {USAGE}")),
-        }
-    }
-    Ok(args)
 }
 
 /// The paths compared, in the order of the tables.
@@ -271,36 +226,12 @@ fn relay(socket: &Path, node: SocketAddr) -> Result<u32, String> {
 }
 
 fn bench() -> Result<bool, String> {
-    let args = args()?;
-    Command::new("wrk")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("wrk is needed ({e}); install it: apt-get install -y wrk"))?;
-    // The ExeUnit's client and anvil's log reader run here, beside the blocking runs.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
-    let tick_us = 1e6 / clock_ticks_per_sec();
+    let args = hop::args(USAGE)?;
+    let (rt, tick_us) = hop::tools()?;
 
     let port = free_port();
-    let mut builder = Provider::builder();
-    if let Some(runtime) = &args.runtime {
-        builder = builder.runtime(runtime);
-    }
-    let provider = builder
-        .rust_log("info")
-        .config(json!({
-            "public_addr": format!("http://127.0.0.1:{port}"),
-            "networks": {"dev": {"slot": 0, "mode": "shared"}},
-            "default_network": "dev",
-            "password_hash": "ssha",
-            "password_default_length": 24,
-            "limits": {"calls_per_sec": u32::MAX, "burst": u32::MAX, "in_flight": 1024,
-                "cu_per_sec": u32::MAX, "cu_burst": u32::MAX},
-        }))
-        .build();
+    let networks = json!({"dev": {"slot": 0, "mode": "shared"}});
+    let provider = hop::provider(&args, port, networks, "dev");
     // Mining on demand: the contract's deployment is mined at once.
     let node = rt.block_on(Anvil::start(provider.http_port, &["--chain-id", "1337"]));
     let node_pid = pid_listening(node.addr.port())?;
@@ -378,7 +309,12 @@ fn bench() -> Result<bool, String> {
         for route in ROUTES {
             let label = route.label();
             let answer = rt
-                .block_on(post(target(route).front, &user, &password, body))
+                .block_on(hop::post(
+                    &target(route).front.url("/dev"),
+                    &user,
+                    &password,
+                    body,
+                ))
                 .map_err(|e| format!("{method} through the {label} path: {e}"))?;
             let ok = match expect {
                 Some(want) => answer["result"] == *want,
@@ -427,7 +363,7 @@ fn bench() -> Result<bool, String> {
          ({}) as the ExeUnit starts it; wrk 1 thread, {} connections, POST with Basic \
          auth ({{SSHA}}, the runtime's default); {} rounds of {} s runs per method, each round \
          the relay and the gateway (their order alternating) then the direct path again.",
-        anvil_version(),
+        hop::anvil_version(),
         nginx_version(),
         provider.runtime.display(),
         args.connections,
@@ -508,20 +444,6 @@ fn pid_listening(port: u16) -> Result<u32, String> {
         .ok_or_else(|| format!("no process listens on port {port}: {text}"))
 }
 
-fn anvil_version() -> String {
-    Command::new(harness::anvil::binary())
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .and_then(|l| l.rsplit(' ').next().map(str::to_owned))
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
 async fn rpc(url: &str, body: &Value) -> Result<Value, String> {
     reqwest::Client::builder()
         .no_proxy()
@@ -573,26 +495,6 @@ async fn deploy_contract(node: &Anvil) -> Result<String, String> {
     }
 }
 
-async fn post(front: &Nginx, user: &str, password: &str, body: &Value) -> Result<Value, String> {
-    let url = front.url("/dev");
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?
-        .post(&url)
-        .basic_auth(user, Some(password))
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| format!("POST to {url}: {e}"))?;
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(format!("POST to {url}: HTTP {status}: {value}"));
-    }
-    Ok(value)
-}
-
 /// One wrk run through `target`'s front: its figures and the CPU of each process.
 fn wrk(
     target: &Target,
@@ -615,7 +517,10 @@ fn wrk(
     let used = [0, 1, 2].map(|k| before[k].until(after[k]));
     let per_call = |ticks: u64| ticks as f64 * tick_us / requests as f64;
     let (p50_us, p99_us) = if latency {
-        (percentile(&text, "50%")?, percentile(&text, "99%")?)
+        (
+            hop::percentile(&text, "50%")?,
+            hop::percentile(&text, "99%")?,
+        )
     } else {
         (0.0, 0.0)
     };
@@ -630,29 +535,6 @@ fn wrk(
         p50_us,
         p99_us,
     })
-}
-
-/// A percentile of wrk's latency distribution (`--latency`), in µs.
-fn percentile(text: &str, which: &str) -> Result<f64, String> {
-    let value = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(which))
-        .map(str::trim)
-        .ok_or_else(|| format!("no {which} latency in wrk's output:\n{text}"))?;
-    let split = value
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("wrk's {which} latency {value:?} has no unit"))?;
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("wrk's {which} latency {value:?} is not a number"))?;
-    let scale = match unit {
-        "us" => 1.0,
-        "ms" => 1e3,
-        "s" => 1e6,
-        _ => return Err(format!("wrk's {which} latency {value:?}: unknown unit")),
-    };
-    Ok(number * scale)
 }
 
 /// A hop's runs against the mean of the direct runs around each: `f(hop, direct)`.

@@ -67,21 +67,22 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::{clock_ticks_per_sec, max, median, min, nginx_version, thousands, Cpu};
+use common::{max, median, min, nginx_version, thousands, Cpu};
 use harness::anvil::Anvil;
 use harness::exeunit::creds;
 use harness::nginx::{free_port, prepare_auth_dir};
 use harness::nodefront::{NodeFront, Pki};
-use harness::provider::Provider;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use serde_json::{json, Value};
+use serde_json::json;
 use ya_runtime_erigon::upstream::{NodeKeys, Upstream};
 
 // Shared with the other benchmarks; this one uses no thread's CPU (`Cpu::thread`).
 #[path = "bench_common.rs"]
 #[allow(dead_code)]
 mod common;
+#[path = "bench_hop.rs"]
+mod hop;
 
 const USAGE: &str =
     "usage: bench_tls [--seconds N] [--connections N] [--rounds N] [--hold] [--runtime FILE]";
@@ -108,52 +109,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-struct Args {
-    seconds: u32,
-    connections: u32,
-    rounds: usize,
-    /// Another build of the runtime to measure (an A/B against an older commit).
-    runtime: Option<std::path::PathBuf>,
-    /// Set up, print where the two paths are, and wait for stdin to close instead of
-    /// measuring: for profiling by hand.
-    hold: bool,
-}
-
-fn args() -> Result<Args, String> {
-    let mut args = Args {
-        seconds: 3,
-        connections: 8,
-        rounds: 5,
-        runtime: None,
-        hold: false,
-    };
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        if flag == "--hold" {
-            args.hold = true;
-            continue;
-        }
-        let value = argv
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
-        let number = |what: &str| {
-            value
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{flag} {value:?}: not a positive {what}; {USAGE}"))
-        };
-        match flag.as_str() {
-            "--runtime" => args.runtime = Some(value.into()),
-            "--seconds" => args.seconds = number("number of seconds")?,
-            "--connections" => args.connections = number("number of connections")?,
-            "--rounds" => args.rounds = number("number of rounds")? as usize,
-            _ => return Err(format!("unknown argument {flag:?}; {USAGE}")),
-        }
-    }
-    Ok(args)
 }
 
 /// The two paths, in the order of the tables.
@@ -262,18 +217,8 @@ struct Lane<'a> {
 }
 
 fn bench() -> Result<bool, String> {
-    let args = args()?;
-    Command::new("wrk")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("wrk is needed ({e}); install it: apt-get install -y wrk"))?;
-    // The ExeUnit's client and anvil's log reader run here, beside the blocking runs.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
-    let tick_us = 1e6 / clock_ticks_per_sec();
+    let args = hop::args(USAGE)?;
+    let (rt, tick_us) = hop::tools()?;
 
     // The node, and the two fronts in front of it.
     let node = rt.block_on(Anvil::start(0, &["--chain-id", "1337"]));
@@ -296,27 +241,13 @@ fn bench() -> Result<bool, String> {
 
     // The provider: two shared networks on anvil's chain, one per front.
     let port = free_port();
-    let mut builder = Provider::builder();
-    if let Some(runtime) = &args.runtime {
-        builder = builder.runtime(runtime);
-    }
-    let provider = builder
-        .rust_log("info")
-        .config(json!({
-            "public_addr": format!("http://127.0.0.1:{port}"),
-            "networks": {
-                "plain": {"slot": 0, "mode": "shared", "chain": "dev",
-                          "node": {"http": plain_front.url("http")}},
-                "tls": {"slot": 1, "mode": "shared", "chain": "dev",
-                        "node": {"http": tls_front.url("https"), "ca_file": pki.ca_file()}},
-            },
-            "default_network": "plain",
-            "password_hash": "ssha",
-            "password_default_length": 24,
-            "limits": {"calls_per_sec": u32::MAX, "burst": u32::MAX, "in_flight": 1024,
-                "cu_per_sec": u32::MAX, "cu_burst": u32::MAX},
-        }))
-        .build();
+    let networks = json!({
+        "plain": {"slot": 0, "mode": "shared", "chain": "dev",
+                  "node": {"http": plain_front.url("http")}},
+        "tls": {"slot": 1, "mode": "shared", "chain": "dev",
+                "node": {"http": tls_front.url("https"), "ca_file": pki.ca_file()}},
+    });
+    let provider = hop::provider(&args, port, networks, "plain");
     prepare_auth_dir(provider.root.path());
     provider.deploy_ok();
     let site = provider.nginx(port).workers("auto").start();
@@ -339,7 +270,7 @@ fn bench() -> Result<bool, String> {
         common::wrk_script(&lua, &basic, &body.to_string())?;
         let url = site.url(&format!("/{}", hop.network()));
         let answer = rt
-            .block_on(post(&url, &user, &password, &body))
+            .block_on(hop::post(&url, &user, &password, &body))
             .map_err(|e| format!("the {} path: {e}", hop.label()))?;
         if !answer["result"].is_string() {
             return Err(format!(
@@ -407,7 +338,7 @@ fn bench() -> Result<bool, String> {
          shared network whose `node.http` is one front. wrk 1 thread, {} connections, POST \
          `eth_blockNumber` with Basic auth ({{SSHA}}); {} rounds of {} s runs, one per path \
          per round, their order alternating; then one connection's latency, likewise.",
-        anvil_version(),
+        hop::anvil_version(),
         nginx_version(),
         provider.runtime.display(),
         args.connections,
@@ -508,25 +439,6 @@ fn bench() -> Result<bool, String> {
     Ok(handshakes_ok)
 }
 
-async fn post(url: &str, user: &str, password: &str, body: &Value) -> Result<Value, String> {
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?
-        .post(url)
-        .basic_auth(user, Some(password))
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| format!("POST to {url}: {e}"))?;
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(format!("POST to {url}: HTTP {status}: {value}"));
-    }
-    Ok(value)
-}
-
 /// One wrk run through the shipped site on `path`, with its runtime's CPU.
 fn wrk(
     path: &Lane,
@@ -547,7 +459,10 @@ fn wrk(
     let (text, rate, requests) = common::wrk_output(out)?;
     let per_call = |ticks: u64| ticks as f64 * tick_us / requests as f64;
     let (p50_us, p99_us) = if latency {
-        (percentile(&text, "50%")?, percentile(&text, "99%")?)
+        (
+            hop::percentile(&text, "50%")?,
+            hop::percentile(&text, "99%")?,
+        )
     } else {
         (0.0, 0.0)
     };
@@ -560,29 +475,6 @@ fn wrk(
         p99_us,
         ..Sample::default()
     })
-}
-
-/// A percentile of wrk's latency distribution (`--latency`), in µs.
-fn percentile(text: &str, which: &str) -> Result<f64, String> {
-    let value = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(which))
-        .map(str::trim)
-        .ok_or_else(|| format!("no {which} latency in wrk's output:\n{text}"))?;
-    let split = value
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("wrk's {which} latency {value:?} has no unit"))?;
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("wrk's {which} latency {value:?} is not a number"))?;
-    let scale = match unit {
-        "us" => 1.0,
-        "ms" => 1e3,
-        "s" => 1e6,
-        _ => return Err(format!("wrk's {which} latency {value:?}: unknown unit")),
-    };
-    Ok(number * scale)
 }
 
 fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
@@ -600,7 +492,7 @@ fn per_round(runs: &[Vec<Sample>; 2], f: impl Fn(&Sample, &Sample) -> f64) -> Ve
 
 /// Prints the tables; whether the TLS path made at most [`HANDSHAKE_LIMIT`] handshakes
 /// per call.
-fn report(args: &Args, tables: &[[Vec<Sample>; 2]], warm_up: &[Sample; 2]) -> bool {
+fn report(args: &hop::Args, tables: &[[Vec<Sample>; 2]], warm_up: &[Sample; 2]) -> bool {
     let (rate, latency) = (&tables[0], &tables[1]);
     println!(
         "\n## Throughput, `eth_blockNumber`, {} connections\n\n\
@@ -930,18 +822,4 @@ fn report_dials(timings: &[Vec<f64>; 5], seen: &[LogDelta; 2], latency: &[Vec<Sa
         p50(Way::FreshFull) - p50(Way::KeptTls),
         p50(Way::KeptTls) - p50(Way::KeptPlain),
     );
-}
-
-fn anvil_version() -> String {
-    Command::new(harness::anvil::binary())
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .and_then(|l| l.rsplit(' ').next().map(str::to_owned))
-        })
-        .unwrap_or_else(|| "?".into())
 }
