@@ -1175,15 +1175,12 @@ async fn each_connection_has_its_own_node_connection_parked_when_it_ends() {
     relay.until_live(2, "A and B connected").await;
     drop(a.sender);
     let _ = a.task.await;
-    let parked = tokio::time::timeout(Duration::from_secs(5), async {
-        while gw.gateway.spare_connections() != 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    assert!(
-        parked.await.is_ok(),
-        "A's node connection is parked when A ends"
-    );
+    harness::process::eventually(
+        "A's node connection is parked when A ends",
+        Duration::from_secs(5),
+        || gw.gateway.spare_connections() == 1,
+    )
+    .await;
     relay
         .until_live(2, "A's node connection, parked, stays open")
         .await;

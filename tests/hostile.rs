@@ -1259,15 +1259,12 @@ async fn a_call_past_the_timeout_is_cut_billed_once_and_its_node_connection_clos
     // A closed client's node connection is parked for the next client (see
     // `gateway::link`), not closed; the stop closes it.
     drop(c);
-    let parked = tokio::time::timeout(Duration::from_secs(5), async {
-        while gw.gateway.spare_connections() != 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    assert!(
-        parked.await.is_ok(),
-        "a closed client's node connection is parked"
-    );
+    harness::process::eventually(
+        "a closed client's node connection is parked",
+        Duration::from_secs(5),
+        || gw.gateway.spare_connections() == 1,
+    )
+    .await;
     assert_eq!(relay.live(), 1, "the spare");
 
     // On a WebSocket: the error, a Close 1008, billed once, the node's side closed.

@@ -10,6 +10,7 @@ use harness::anvil::Anvil;
 use harness::exeunit::creds;
 use harness::nginx::{free_port, prepare_auth_dir};
 use harness::nodefront::{NodeFront, Pki};
+use harness::process::eventually;
 use harness::provider::Provider;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -80,19 +81,6 @@ async fn call(client: &reqwest::Client, url: &str, auth: &(String, String), meth
     let text = answer.text().await.unwrap();
     assert_eq!(status, 200, "{method}: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method}: {e}: {text}"))
-}
-
-/// Polls `what` until it holds, for at most 10 s (an access log is written when a
-/// request ends, a moment after its answer).
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -168,7 +156,10 @@ async fn an_https_node_on_a_path_serves_calls_websockets_and_status_over_kept_co
             .filter(|a| a.method == "POST" && a.uri == "/rpc/eth/")
             .count()
     };
-    eventually("the front logs every call", || posts() >= calls).await;
+    eventually("the front logs every call", Duration::from_secs(10), || {
+        posts() >= calls
+    })
+    .await;
     let accesses = front.accesses();
     let hosts: std::collections::BTreeSet<&str> =
         accesses.iter().map(|a| a.host.as_str()).collect();
@@ -221,12 +212,16 @@ async fn an_https_node_on_a_path_serves_calls_websockets_and_status_over_kept_co
         }
     }
     drop(ws);
-    eventually("the front logs the upgrade", || {
-        front
-            .accesses()
-            .iter()
-            .any(|a| a.status == 101 && a.uri == "/rpc/eth/")
-    })
+    eventually(
+        "the front logs the upgrade",
+        Duration::from_secs(10),
+        || {
+            front
+                .accesses()
+                .iter()
+                .any(|a| a.status == 101 && a.uri == "/rpc/eth/")
+        },
+    )
     .await;
 
     eprintln!(
@@ -413,13 +408,17 @@ async fn two_shared_networks_on_two_upstreams_each_reach_their_own() {
         .await
         .unwrap();
     assert!(crossed.status().is_client_error(), "{}", crossed.status());
-    eventually("each front saw its own network's calls", || {
-        plain.accesses().iter().any(|x| x.uri == "/a/")
-            && tls
-                .accesses()
-                .iter()
-                .any(|x| x.uri == "/b/" && x.host == format!("127.0.0.1:{}", tls.port()))
-    })
+    eventually(
+        "each front saw its own network's calls",
+        Duration::from_secs(10),
+        || {
+            plain.accesses().iter().any(|x| x.uri == "/a/")
+                && tls
+                    .accesses()
+                    .iter()
+                    .any(|x| x.uri == "/b/" && x.host == format!("127.0.0.1:{}", tls.port()))
+        },
+    )
     .await;
     a.shutdown().await;
     b.shutdown().await;
