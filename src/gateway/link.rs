@@ -1,8 +1,8 @@
 //! The gateway's connections to the node.
 //!
 //! Each connection from nginx gets a node connection of its own, made at its
-//! first POST and kept alive with it (over TLS: one handshake per nginx
-//! connection, not per call). An HTTP/1 connection carries one request
+//! first POST and kept alive with it (over TLS, a handshake is paid when a
+//! connection is new, never per call). An HTTP/1 connection carries one request
 //! at a time, so its node connection is never contended and needs no pool: the
 //! pool this replaces (hyper-util's) took a lock, a map lookup and its idle
 //! bookkeeping on every call, a measurable share of the hop's cost. The node
