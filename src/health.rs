@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::client::conn::http1;
-use hyper::{header, Request, StatusCode};
+use hyper::StatusCode;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -84,11 +84,7 @@ impl JsonRpc {
         let (mut sender, connection) = http1::handshake(io)
             .await
             .map_err(|e| format!("HTTP handshake: {e}"))?;
-        let req = Request::post(endpoint.path().clone())
-            .header(header::HOST, endpoint.authority().clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+        let req = endpoint.post(Bytes::from(body));
         let exchange = async {
             let answer = sender.send_request(req).await.map_err(|e| e.to_string())?;
             let status = answer.status();

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::Request;
 use serde_json::{json, Value};
 
 use crate::text::printable;
@@ -92,12 +90,7 @@ impl Node {
                 },
                 None => self.connect().await?,
             };
-            let endpoint = self.node.http();
-            let request = Request::post(endpoint.path().clone())
-                .header(HOST, endpoint.authority().clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(Full::new(body.clone()))
-                .map_err(|e| format!("cannot build the request: {e}"))?;
+            let request = self.node.http().post(body.clone());
             let start = Instant::now();
             let answer = match sender.try_send_request(request).await {
                 Ok(answer) => answer,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Either};
 use hyper::body::{Body, Incoming};
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header;
+use hyper::{Request, Response, StatusCode};
 
 use super::conns::Busy;
 use super::error::Error;
@@ -146,18 +146,7 @@ async fn forward(
         mut expected,
         notifications,
     } = request;
-    let mut req = Request::new(Full::new(body));
-    *req.method_mut() = Method::POST;
-    let node = shared.upstream.http();
-    *req.uri_mut() = node.path().clone();
-    let headers = req.headers_mut();
-    // The node's own authority: rpcdaemon's and geth's --http.vhosts accept an
-    // IP address, and a proxy in front of a node routes by the name.
-    headers.insert(header::HOST, node.authority().clone());
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let req = shared.upstream.http().post(body);
     let timeout = shared.gate.limits().call_timeout();
     if let Err(e) = link.connect(timeout).await {
         log::warn!("gateway: the node is unreachable: {e}");

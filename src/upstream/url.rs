@@ -7,8 +7,10 @@
 
 use std::fmt;
 
-use hyper::header::HeaderValue;
-use hyper::Uri;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Uri};
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::text::printable;
@@ -172,6 +174,24 @@ impl Endpoint {
     /// The Host header of every request to this endpoint.
     pub fn authority(&self) -> &HeaderValue {
         &self.authority
+    }
+
+    /// A JSON-RPC call to this endpoint: POSTed to its path, with its own
+    /// authority as Host (rpcdaemon's and geth's `--http.vhosts` accept an IP
+    /// address, and a proxy in front of a node routes by the name). The one
+    /// place the gateway, the probes and `calibrate` build their requests, so
+    /// that all of them reach the node the URL names.
+    pub fn post(&self, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.path.clone();
+        let headers = req.headers_mut();
+        headers.insert(header::HOST, self.authority.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        req
     }
 
     /// The request target of every request to this endpoint.

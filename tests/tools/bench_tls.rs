@@ -687,11 +687,7 @@ async fn open(node: &Upstream) -> Result<Sender, String> {
 /// One call on `sender`, its answer read whole; an error unless it is 200.
 async fn call(sender: &mut Sender, node: &Upstream, body: &Bytes) -> Result<(), String> {
     let endpoint = node.http();
-    let req = hyper::Request::post(endpoint.path().clone())
-        .header(hyper::header::HOST, endpoint.authority().clone())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body.clone()))
-        .map_err(|e| e.to_string())?;
+    let req = endpoint.post(body.clone());
     sender.ready().await.map_err(|e| e.to_string())?;
     let answer = sender
         .send_request(req)
