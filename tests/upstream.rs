@@ -456,6 +456,7 @@ async fn a_node_the_gateway_cannot_reach_costs_the_requestor_nothing() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}/", silent.local_addr().unwrap());
     let keys = NodeKeys {
+        at: "networks.dev.node",
         http: Some(&url),
         ws: None,
         ca_file: Some(pki.ca_file()),

@@ -28,16 +28,17 @@ pub(super) fn network_upstreams(
                 ))
             }
             Some(node) => {
+                let at = format!("networks.{name}.node");
                 if let Some(path) = &node.ca_file {
-                    absolute(&format!("networks.{name}.node.ca_file"), path)?;
+                    absolute(&format!("{at}.ca_file"), path)?;
                 }
                 let keys = NodeKeys {
+                    at: &at,
                     http: node.http.as_deref(),
                     ws: node.ws.as_deref(),
                     ca_file: node.ca_file.as_deref(),
                 };
-                Upstream::configured(keys, local)
-                    .map_err(|e| format!("key `networks.{name}.{}", e.trim_start_matches('`')))?
+                Upstream::configured(keys, local)?
             }
         };
         upstreams.insert(name.to_owned(), Arc::new(upstream));

@@ -48,6 +48,9 @@ impl std::fmt::Debug for Upstream {
 /// A network's `node` keys as the operator wrote them, before they are checked.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NodeKeys<'a> {
+    /// Where the section is in the configuration (`networks.sepolia.node`), for
+    /// errors.
+    pub at: &'a str,
     pub http: Option<&'a str>,
     pub ws: Option<&'a str>,
     pub ca_file: Option<&'a Path>,
@@ -65,29 +68,29 @@ impl Upstream {
     }
 
     /// The node the `node` keys name, each absent key falling back: `ws` to `http`'s
-    /// node, `http` to `local`. The error names the key (`node.http`, `node.ws`,
-    /// `node.ca_file`) and what is accepted; the caller adds the network.
+    /// node, `http` to `local`. The error names the key (`<at>.http`, `.ws`,
+    /// `.ca_file`) and what is accepted.
     pub fn configured(keys: NodeKeys<'_>, local: SocketAddr) -> Result<Upstream, String> {
+        let at = keys.at;
         let http = match keys.http {
-            Some(text) => {
-                Endpoint::parse(text, Protocol::Http).map_err(|e| format!("`node.http`: {e}"))?
-            }
+            Some(text) => Endpoint::parse(text, Protocol::Http)
+                .map_err(|e| format!("key `{at}.http`: {e}"))?,
             None => Endpoint::local(local, Protocol::Http),
         };
         let ws = match (keys.ws, keys.http) {
             (Some(text), _) => {
-                Endpoint::parse(text, Protocol::Ws).map_err(|e| format!("`node.ws`: {e}"))?
+                Endpoint::parse(text, Protocol::Ws).map_err(|e| format!("key `{at}.ws`: {e}"))?
             }
             (None, Some(_)) => http
                 .as_protocol(Protocol::Ws)
-                .map_err(|e| format!("`node.ws` (derived from `node.http`): {e}"))?,
+                .map_err(|e| format!("key `{at}.ws` (derived from `{at}.http`): {e}"))?,
             (None, None) => Endpoint::local(local, Protocol::Ws),
         };
         let tls = if http.is_tls() || ws.is_tls() {
-            Some(tls::connector(keys.ca_file).map_err(|e| format!("`node.ca_file`: {e}"))?)
+            Some(tls::connector(keys.ca_file).map_err(|e| format!("key `{at}.ca_file`: {e}"))?)
         } else if let Some(path) = keys.ca_file {
             return Err(format!(
-                "`node.ca_file` is {}, but the node is reached without TLS ({}); use https:// (and wss://) URLs, or remove `ca_file`",
+                "key `{at}.ca_file` is {}, but the node is reached without TLS ({}); use https:// (and wss://) URLs, or remove `ca_file`",
                 path.display(),
                 http.url()
             ));

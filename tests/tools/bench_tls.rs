@@ -718,6 +718,7 @@ fn dial_timings(
     let upstream = |url: &str, ca: Option<&Path>| {
         Upstream::configured(
             NodeKeys {
+                at: "bench_tls",
                 http: Some(url),
                 ws: None,
                 ca_file: ca,
