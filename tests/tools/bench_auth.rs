@@ -75,7 +75,7 @@ use base64::Engine;
 use common::{
     clock_ticks_per_sec, max, median, min, nginx_version, set_mode, thousands, write, Cpu,
 };
-use harness::nginx::{free_port, is_root, nginx_bin, prepare_auth_dir, Nginx};
+use harness::nginx::{free_port, is_root, prepare_auth_dir, Nginx};
 use serde_json::json;
 use ya_runtime_erigon::config::Config;
 use ya_runtime_erigon::credentials::new_user;
@@ -659,15 +659,7 @@ impl Backend {
             ),
             0o644,
         )?;
-        let child = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = harness::nginx::command(prefix, &conf)
             .spawn()
             .map_err(|e| format!("cannot start the backend nginx: {e}"))?;
         let mut backend = Backend {

@@ -23,6 +23,22 @@ pub fn nginx_bin() -> PathBuf {
         .unwrap_or_else(|| panic!("nginx is needed; install it: apt-get install -y nginx-light"))
 }
 
+/// nginx in the foreground with the configuration `conf` under the private folder
+/// `prefix`, its stdio closed: workers inherit it, and a pipe would keep the test
+/// runner waiting. Every nginx the tests and benchmarks start is this command.
+pub fn command(prefix: &Path, conf: &Path) -> Command {
+    let mut cmd = Command::new(nginx_bin());
+    cmd.arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(conf)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -226,16 +242,7 @@ impl NginxBuilder {
                 .arg(prefix.join("tmp"))
                 .status();
         }
-        let child = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(prefix.join("conf/nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            // Workers inherit stdio; a pipe here would keep the test runner waiting.
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = command(&prefix, &prefix.join("conf/nginx.conf"))
             .spawn()
             .expect("start nginx");
         let mut nginx = Nginx {

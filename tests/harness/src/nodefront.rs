@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::nginx::{free_port, is_root, nginx_bin};
+use crate::nginx::{free_port, is_root};
 
 /// A certificate (PEM, the leaf alone) and its private key (PEM, unencrypted).
 #[derive(Clone, Debug)]
@@ -396,18 +396,9 @@ impl NodeFront {
             std::fs::write(&conf, config(prefix, port, upstream, pair, path)).unwrap();
             let error_log = prefix.join("logs/error.log");
             let _ = std::fs::remove_file(&error_log);
-            let child = Command::new(nginx_bin())
-                .arg("-p")
-                .arg(prefix)
+            let child = crate::nginx::command(prefix, &conf)
                 .arg("-e")
                 .arg(&error_log)
-                .arg("-c")
-                .arg(&conf)
-                .args(["-g", "daemon off;"])
-                .stdin(Stdio::null())
-                // Workers inherit stdio; a pipe here would keep the test runner waiting.
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| {
                     panic!("cannot start nginx ({e}); install it: apt-get install -y nginx-light")
