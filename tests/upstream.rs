@@ -168,11 +168,18 @@ async fn an_https_node_on_a_path_serves_calls_websockets_and_status_over_kept_co
         [format!("localhost:{}", front.port()).as_str()].into(),
         "the Host header is the URL's"
     );
-    let new: Vec<u64> = front.connections().difference(&before).copied().collect();
+    // The runtime's node-state probes (five calls, each on a fresh connection, every
+    // 15 s) may fall in this window: the gateway's connections are the kept ones, those
+    // that carried more than one call.
+    let mut per_connection = std::collections::BTreeMap::<u64, usize>::new();
+    for access in accesses.iter().filter(|a| !before.contains(&a.connection)) {
+        *per_connection.entry(access.connection).or_default() += 1;
+    }
+    let kept: Vec<(u64, usize)> = per_connection.into_iter().filter(|(_, n)| *n > 1).collect();
+    let carried: usize = kept.iter().map(|(_, n)| n).sum();
     assert!(
-        !new.is_empty() && new.len() <= 2,
-        "{calls} calls over one client connection took {} TLS connections to the node: {new:?}",
-        new.len()
+        !kept.is_empty() && kept.len() <= 2 && carried >= calls,
+        "{calls} calls over one client connection: the node's kept TLS connections (number, calls) were {kept:?}"
     );
 
     // WebSocket over wss://, derived from the https URL: a subscription delivers heads.
