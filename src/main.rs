@@ -3,5 +3,5 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    ya_runtime_erigon::run().await
+    ya_runtime_erigon::cli::run().await
 }

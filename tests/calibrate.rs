@@ -9,7 +9,7 @@ use std::process::Output;
 use harness::anvil::Anvil;
 use harness::provider::Provider;
 use serde_json::{json, Value};
-use ya_runtime_erigon::units::Table;
+use ya_runtime_erigon::config::units::Table;
 
 const RUNTIME: &str = env!("CARGO_BIN_EXE_ya-runtime-erigon");
 

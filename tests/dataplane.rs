@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const COUNTER: &str = ya_runtime_erigon::billing::COUNTER;
+const COUNTER: &str = ya_runtime_erigon::provider::billing::COUNTER;
 
 /// The tests here measure and flood; they take turns so that one's load is not the
 /// other's noise.
@@ -749,7 +749,7 @@ async fn seats_keep_nginx_connections_alive_and_serve_only_their_holder() {
     // A dead holder's credentials on A's seat: a file of the seat's shape, as a runtime
     // SIGKILLed before revoking leaves it (no owner record, so no sweep takes it now).
     let stale = "dev-0-deadholder000000";
-    let hash = ya_runtime_erigon::hash::HashScheme::Ssha
+    let hash = ya_runtime_erigon::access::hash::HashScheme::Ssha
         .hash("stale-password-123")
         .unwrap();
     std::fs::write(

@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use ya_runtime_erigon::gateway::{
     Bill, Gateway, GatewaySpec, Limits, Policy, Weights, USER_HEADER,
 };
-use ya_runtime_erigon::upstream::Upstream;
+use ya_runtime_erigon::node::upstream::Upstream;
 
 /// The activity's user, which nginx names in [`USER_HEADER`] on every request.
 const USER: &str = "sepolia-0-hostiletest000000";

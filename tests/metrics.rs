@@ -16,8 +16,8 @@ use harness::provider::Provider;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use ya_runtime_erigon::billing::{COUNTER, CU_COUNTER};
 use ya_runtime_erigon::metrics::METRICS;
+use ya_runtime_erigon::provider::billing::{COUNTER, CU_COUNTER};
 
 /// How long a number may take to show: the runtime writes its reading once a second,
 /// and `metrics_file` when it is older than 5 s.

@@ -283,7 +283,7 @@ async fn a_real_json_rpc_client_library_calls_through_nginx() {
 async fn each_activity_is_billed_for_the_calls_it_was_answered_and_nothing_else() {
     const N: usize = 25;
     const BATCH: usize = 10;
-    let counter = ya_runtime_erigon::billing::COUNTER;
+    let counter = ya_runtime_erigon::provider::billing::COUNTER;
     let (provider, nginx) = provider_behind_nginx(json!({}));
     let (a, b) = tokio::join!(
         provider.start_on("a", "dev"),

@@ -41,8 +41,8 @@ fn the_descriptor_matches_the_crate_and_the_preset() {
     );
     // Every counter the runtime reports is declared, and priced by the preset.
     for counter in [
-        ya_runtime_erigon::billing::COUNTER,
-        ya_runtime_erigon::billing::CU_COUNTER,
+        ya_runtime_erigon::provider::billing::COUNTER,
+        ya_runtime_erigon::provider::billing::CU_COUNTER,
     ] {
         assert_eq!(
             entry["config"]["counters"][counter]["price"], true,

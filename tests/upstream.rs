@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const COUNTER: &str = ya_runtime_erigon::billing::COUNTER;
+const COUNTER: &str = ya_runtime_erigon::provider::billing::COUNTER;
 
 /// A provider whose networks are `networks`, behind the shipped site on a free port.
 fn provider(networks: Value, default: &str) -> (Provider, harness::nginx::Nginx) {
@@ -456,7 +456,7 @@ async fn a_managed_network_refuses_a_node_url() {
 async fn a_node_the_gateway_cannot_reach_costs_the_requestor_nothing() {
     use http_body_util::{BodyExt, Full};
     use ya_runtime_erigon::gateway::{Gateway, GatewaySpec, Limits, Policy, Weights, USER_HEADER};
-    use ya_runtime_erigon::upstream::{NodeKeys, Upstream};
+    use ya_runtime_erigon::node::upstream::{NodeKeys, Upstream};
 
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));

@@ -26,10 +26,10 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use crate::config::units::Table;
 use crate::config::Config;
-use crate::network::Network;
+use crate::node::network::Network;
 use crate::text::printable;
-use crate::units::Table;
 use crate::NAME;
 use args::{Args, Parsed};
 use node::{Node, Reply, NOT_FOUND};
@@ -86,7 +86,8 @@ async fn calibrate(args: &Args) -> Result<(), String> {
             printable(&chain_id.to_string())
         )
     })?;
-    crate::health::check_chain(&chain_id, &network).map_err(|e| format!("{}: {e}", node.url()))?;
+    crate::node::health::check_chain(&chain_id, &network)
+        .map_err(|e| format!("{}: {e}", node.url()))?;
     let client = plan::ask(&mut node, "web3_clientVersion", json!([]))
         .await
         .ok()

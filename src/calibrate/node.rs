@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use serde_json::{json, Value};
 
+use crate::node::upstream::Upstream;
 use crate::text::printable;
-use crate::upstream::Upstream;
 
 /// The slowest answer waited for: a node that takes longer for one representative
 /// call is not in a state to be calibrated.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::units::{Table, MAX_WEIGHT};
+use crate::config::units::{Table, MAX_WEIGHT};
 
 /// The call every weight is relative to: it does no work but the request's own, so
 /// its weight is what any call costs at least.

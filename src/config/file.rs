@@ -12,11 +12,11 @@ use super::check::{absolute, in_range, words};
 use super::gateway::{network_limits, network_policies, validate_socket_dir};
 use super::upstream::network_upstreams;
 use super::{Config, CredentialSettings, LogSettings, NodeSettings};
-use crate::hash::HashScheme;
-use crate::network::{NetworkSpec, Networks, NumberOrText, DEFAULT_NETWORKS};
-use crate::nodespec::{ERIGON_FLAGS, RPCDAEMON_FLAGS};
+use crate::access::hash::HashScheme;
+use crate::config::units::{Table, MAX_WEIGHT};
+use crate::node::network::{NetworkSpec, Networks, NumberOrText, DEFAULT_NETWORKS};
+use crate::node::spec::{ERIGON_FLAGS, RPCDAEMON_FLAGS};
 use crate::text::printable;
-use crate::units::{Table, MAX_WEIGHT};
 
 /// The file's schema. Keys from the handbook example keep their meaning. A new key is
 /// a field here with its default below, and the section of [`RawConfig::validate`]
@@ -132,7 +132,7 @@ impl Default for RawConfig {
             rpcdaemon_args: vec![],
             nginx_site_path: PathBuf::from("/etc/nginx/sites-enabled/ya-runtime-erigon.conf"),
             socket_dir: None,
-            seats: crate::seat::DEFAULT_SEATS,
+            seats: crate::access::seat::DEFAULT_SEATS,
             limits: serde_json::Map::new(),
             method_weights: BTreeMap::new(),
             compute_units_file: None,
@@ -224,7 +224,7 @@ impl RawConfig {
         absolute("data_dir", &data_dir)?;
         absolute("nginx_site_path", &nginx_site_path)?;
         let socket_dir = validate_socket_dir(socket_dir, &passwd_file_path)?;
-        in_range("seats", seats, 0..=crate::seat::MAX_SEATS, "")?;
+        in_range("seats", seats, 0..=crate::access::seat::MAX_SEATS, "")?;
         let credentials =
             CredentialSettings::validate(password_default_length, &password_hash, bcrypt_cost)?;
         let http_addr: IpAddr = erigon_http_addr.parse().map_err(|_| {
@@ -247,7 +247,7 @@ impl RawConfig {
         }
         let compute_units_file = match compute_units_file {
             Some(path) => absolute("compute_units_file", &path).map(|()| path)?,
-            None => crate::units::path_next_to(file),
+            None => crate::config::units::path_next_to(file),
         };
         let mut weights = Table::load(&compute_units_file)?.weights();
         for (method, weight) in method_weights {
@@ -294,7 +294,7 @@ impl RawConfig {
             "",
         )?;
         in_range("rpc_batch_concurrency", rpc_batch_concurrency, 1..=256, "")?;
-        let bounds = crate::nodespec::CallBounds {
+        let bounds = crate::node::spec::CallBounds {
             evm_timeout_ms: rpc_evm_timeout_ms,
             gas_cap: rpc_gas_cap,
             returndata_bytes: rpc_returndata_bytes,
@@ -402,5 +402,5 @@ fn binary(
 }
 
 fn managed_free(key: &str, args: Vec<String>, managed: &[&str]) -> Result<Vec<String>, String> {
-    crate::nodespec::refuse_managed(key, &args, managed).map(|()| args)
+    crate::node::spec::refuse_managed(key, &args, managed).map(|()| args)
 }

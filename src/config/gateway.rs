@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::check::{absolute, words};
 use crate::gateway::{Limits, Policy, Weights, DENIED};
-use crate::network::NetworkSpec;
+use crate::node::network::NetworkSpec;
 use crate::text::printable;
 
 /// Each network's limits: the gateway's defaults, then the configuration's `limits`,

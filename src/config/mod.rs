@@ -16,17 +16,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::hash::HashScheme;
 use crate::gateway::{GatewaySpec, Limits, Policy, Weights};
-use crate::hash::HashScheme;
-use crate::network::{Network, Networks};
-use crate::nodespec::NodeSpec;
-use crate::upstream::Upstream;
+use crate::node::network::{Network, Networks};
+use crate::node::spec::NodeSpec;
+use crate::node::upstream::Upstream;
 
 mod check;
 mod file;
 mod gateway;
 #[cfg(test)]
 mod tests;
+pub mod units;
 mod upstream;
 
 use file::RawConfig;
@@ -65,7 +66,7 @@ pub(super) struct NodeSettings {
     pub(super) http_vhosts: Vec<String>,
     pub(super) erigon_args: Vec<String>,
     pub(super) rpcdaemon_args: Vec<String>,
-    pub(super) bounds: crate::nodespec::CallBounds,
+    pub(super) bounds: crate::node::spec::CallBounds,
 }
 
 #[derive(Clone, Debug)]
@@ -223,7 +224,7 @@ impl Config {
 
     /// The socket of the activity whose user is `user`, when it has no seat.
     pub fn socket_path(&self, user: &str) -> PathBuf {
-        crate::htpasswd::socket_path(&self.socket_dir, user)
+        crate::access::htpasswd::socket_path(&self.socket_dir, user)
     }
 
     /// How many seats (gateway sockets nginx keeps connections alive to) the routes
@@ -270,7 +271,7 @@ impl Config {
     pub fn gateway_spec(&self, network: &Network, user: &str, seat: Option<u16>) -> GatewaySpec {
         GatewaySpec {
             socket: match seat {
-                Some(n) => crate::seat::socket_path(&self.socket_dir, n),
+                Some(n) => crate::access::seat::socket_path(&self.socket_dir, n),
                 None => self.socket_path(user),
             },
             user: user.to_owned(),

@@ -251,7 +251,7 @@ fn prices_policies_and_bounds_come_from_the_configuration() {
         cfg.compute_units_file(),
         dir.path().join("compute-units.json")
     );
-    let args = crate::nodespec::with_flags(cfg.node_spec(&a).rpcdaemon_flags(), &[]);
+    let args = crate::node::spec::with_flags(cfg.node_spec(&a).rpcdaemon_flags(), &[]);
     assert!(
         args.contains(&"--rpc.evmtimeout=5000ms".to_string()),
         "{args:?}"

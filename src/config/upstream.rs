@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::check::absolute;
-use crate::network::Networks;
-use crate::upstream::{NodeKeys, Upstream};
+use crate::node::network::Networks;
+use crate::node::upstream::{NodeKeys, Upstream};
 
 /// Each network's node, by name: the `node` URLs of a shared network, or this
 /// machine's `erigon_http_addr` and `erigon_http_port + slot`. A managed network's

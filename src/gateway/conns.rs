@@ -24,7 +24,7 @@ use tokio::task::{Id, JoinSet};
 pub const IDLE_SECS: u32 = 10;
 
 // nginx must drop an idle connection to a seat before the gateway does.
-const _: () = assert!(crate::seat::KEEPALIVE_SECS < IDLE_SECS);
+const _: () = assert!(crate::access::seat::KEEPALIVE_SECS < IDLE_SECS);
 /// How often the sweep runs; an idle connection closes between [`IDLE_SECS`]
 /// and one sweep later.
 pub const SWEEP: Duration = Duration::from_secs(1);

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 
-use crate::upstream::Upstream;
+use crate::node::upstream::Upstream;
 
 /// A connection's read buffer cap (headers included; hyper's least is 8 KiB),
 /// on both sides of the gateway: nginx's connections (see `route`) and the

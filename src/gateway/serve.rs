@@ -21,9 +21,9 @@ use super::limits::{Limits, Policy, Weights, NOTIFICATION};
 use super::meter::{Bill, Ledger};
 use super::route::{self, DRAIN};
 use super::shared::{stopped, Shared};
+use crate::access::seat::Seat;
 use crate::metrics::{Meters, Methods};
-use crate::seat::Seat;
-use crate::upstream::Upstream;
+use crate::node::upstream::Upstream;
 
 /// What to serve and how.
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ use super::link::Spares;
 use super::meter::{self, Ledger};
 use super::screen;
 use crate::metrics::Meters;
-use crate::upstream::Upstream;
+use crate::node::upstream::Upstream;
 
 /// State every connection of one gateway shares.
 pub struct Shared {

@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn an_activity_costs_a_few_kilobytes() {
         // The shipped table's methods: their counters, and the labels' names.
-        let weights = crate::units::Table::shipped().unwrap().weights();
+        let weights = crate::config::units::Table::shipped().unwrap().weights();
         let methods = Methods::new(weights.methods.keys().map(String::as_str));
         let names: usize = methods
             .labels()

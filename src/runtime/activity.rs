@@ -11,12 +11,12 @@ use ya_runtime_sdk::EventEmitter;
 
 use crate::cancel::{Cancel, StopRequest};
 use crate::config::Config;
-use crate::health;
 use crate::metrics::Event;
-use crate::session::Session;
+use crate::node::health;
+use crate::runtime::session::Session;
 
 use super::publish::{Counting, Publisher};
-use crate::status::{Stage, Status};
+use crate::runtime::status::{Stage, Status};
 
 /// Used by a stop when the configuration itself is invalid (nothing ran then).
 const FALLBACK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -73,9 +73,10 @@ impl Active {
             })
         });
         let counter = match (&emitter, session.billed()) {
-            (Some(emitter), Some(billed)) => {
-                Some(crate::billing::spawn_counter(emitter.clone(), billed))
-            }
+            (Some(emitter), Some(billed)) => Some(crate::provider::billing::spawn_counter(
+                emitter.clone(),
+                billed,
+            )),
             _ => None,
         };
         let activity = shared.borrow().activity.clone();
@@ -129,7 +130,7 @@ pub(super) async fn final_bill(
         bill.units
     );
     if let (Some(emitter), true) = (emitter, bill != crate::gateway::Bill::default()) {
-        crate::billing::report_final(emitter, bill).await;
+        crate::provider::billing::report_final(emitter, bill).await;
     }
 }
 
@@ -148,7 +149,7 @@ pub(super) async fn start(
     let opened = match config {
         Ok(config) => {
             let counting = Counting::new(&config);
-            match crate::session::open(&config, &activity, args, &cancel).await {
+            match crate::runtime::session::open(&config, &activity, args, &cancel).await {
                 Ok(session) => Ok((session, counting)),
                 Err(failed) => {
                     if !cancel.is_cancelled() {

@@ -21,7 +21,12 @@
 //! - `stop`: the one stop every way of stopping runs.
 
 mod activity;
+pub mod command;
 mod publish;
+pub mod request;
+pub mod session;
+mod signals;
+pub mod status;
 mod stop;
 
 use std::cell::RefCell;
@@ -36,7 +41,7 @@ use ya_runtime_sdk::{
 
 use crate::config::{Config, ErigonConf};
 use crate::text::printable;
-use activity::{start, status, Phase, Shared};
+use activity::{start, Phase, Shared};
 use stop::{register, shutdown, stop_on_signals};
 
 pub use stop::stop_after_input_closed;
@@ -101,7 +106,7 @@ impl Runtime for ErigonRuntime {
     fn deploy<'a>(&mut self, _ctx: &mut Context<Self>) -> OutputResponse<'a> {
         let config = self.config();
         async move {
-            crate::deploy::prepare_all(&config?).map_err(Error::from_string)?;
+            crate::provider::deploy::prepare_all(&config?).map_err(Error::from_string)?;
             Ok(None)
         }
         .boxed_local()
@@ -137,8 +142,8 @@ impl Runtime for ErigonRuntime {
         _mode: RuntimeMode,
         ctx: &mut Context<Self>,
     ) -> ProcessIdResponse<'a> {
-        let crate::command::Command::Status =
-            match crate::command::parse(&command.bin, &command.args) {
+        let crate::runtime::command::Command::Status =
+            match crate::runtime::command::parse(&command.bin, &command.args) {
                 Ok(known) => known,
                 Err(refusal) => {
                     log::warn!("RUN refused: {refusal}");
@@ -148,7 +153,7 @@ impl Runtime for ErigonRuntime {
         log::info!("RUN {}", printable(&command.bin));
         let shared = self.shared.clone();
         ctx.command(move |mut run_ctx| async move {
-            let (line, failure) = status(&shared).await;
+            let (line, failure) = activity::status(&shared).await;
             run_ctx.stdout(line).await;
             match failure {
                 Some(reason) => Err(Error::from_string(reason)),
@@ -163,8 +168,8 @@ impl Runtime for ErigonRuntime {
         let config = self.config();
         async move {
             let config = config?;
-            crate::deploy::prepare_all(&config).map_err(Error::from_string)?;
-            let warnings = crate::offer::self_test(&config)
+            crate::provider::deploy::prepare_all(&config).map_err(Error::from_string)?;
+            let warnings = crate::provider::offer::self_test(&config)
                 .await
                 .map_err(Error::from_string)?;
             for warning in warnings {
@@ -178,6 +183,6 @@ impl Runtime for ErigonRuntime {
 
     fn offer<'a>(&mut self, _ctx: &mut Context<Self>) -> OutputResponse<'a> {
         let config = self.config();
-        async move { Ok(Some(crate::offer::template(&config?).await)) }.boxed_local()
+        async move { Ok(Some(crate::provider::offer::template(&config?).await)) }.boxed_local()
     }
 }

@@ -15,10 +15,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::gateway::Ledger;
-use crate::health::{JsonRpc, NodeReport};
 use crate::metrics::{ActivityFile, Event, Meters, NodeFile, Reading, Store};
+use crate::node::health::{JsonRpc, NodeReport};
 use crate::owner::Owner;
-use crate::session::Session;
+use crate::runtime::session::Session;
 
 /// How often the activity's reading is looked at (and written if it changed):
 /// `top` refreshes at this pace.
@@ -188,7 +188,7 @@ impl Publisher {
     }
 
     async fn probe(&self) {
-        let report = crate::health::probe(&self.rpc).await;
+        let report = crate::node::health::probe(&self.rpc).await;
         let node = node_file(&self.file.network, &report);
         let store = self.counting.store.clone();
         let written = tokio::task::spawn_blocking(move || store.write_node(&node)).await;

@@ -81,7 +81,7 @@ pub async fn stop_after_input_closed() {
 /// the supervisor dying) stops the node and revokes the credentials before exiting,
 /// like a Shutdown would; during a start it cancels the start.
 pub(super) fn stop_on_signals(shared: Rc<RefCell<Shared>>) {
-    let Some(signalled) = crate::signals::first_stop_signal() else {
+    let Some(signalled) = crate::runtime::signals::first_stop_signal() else {
         log::warn!("cannot listen for stop signals; only Shutdown stops the node cleanly");
         return;
     };

@@ -77,14 +77,14 @@ use common::{
 };
 use harness::nginx::{free_port, is_root, prepare_auth_dir, Nginx};
 use serde_json::json;
+use ya_runtime_erigon::access::credentials::new_user;
+use ya_runtime_erigon::access::hash::HashScheme;
+use ya_runtime_erigon::access::htpasswd::{ensure_nobody_file, ActivityFile, NOBODY_FILE};
+use ya_runtime_erigon::access::seat::Seat;
 use ya_runtime_erigon::config::Config;
-use ya_runtime_erigon::credentials::new_user;
 use ya_runtime_erigon::gateway::Gateway;
-use ya_runtime_erigon::hash::HashScheme;
-use ya_runtime_erigon::htpasswd::{ensure_nobody_file, ActivityFile, NOBODY_FILE};
-use ya_runtime_erigon::network::Network;
+use ya_runtime_erigon::node::network::Network;
 use ya_runtime_erigon::owner::Owner;
-use ya_runtime_erigon::seat::Seat;
 
 #[path = "bench_common.rs"]
 mod common;
@@ -268,7 +268,7 @@ fn bench() -> Result<bool, String> {
         let spec = config.gateway_spec(&network, &measured.user, Some(measured.seat.number()));
         let auth = basic_auth(&measured.user, PASSWORD);
         let gateway = runtime.block_on(Gateway::start(spec, Some(measured.seat)))?;
-        let routes = ya_runtime_erigon::nginx::routes(config);
+        let routes = ya_runtime_erigon::provider::nginx::routes(config);
         let tag = format!("live{live}");
         rows.push(Row {
             label: format!("{} live", thousands(live as f64)),
@@ -285,10 +285,10 @@ fn bench() -> Result<bool, String> {
     // kept alive as a seat is; and, as before seats, a new Unix connection per
     // request through the variable `proxy_pass` (the path past the seats).
     let one = &configs[0];
-    let routes = ya_runtime_erigon::nginx::routes(one);
+    let routes = ya_runtime_erigon::provider::nginx::routes(one);
     let seat0 = format!(
         "server unix:{};",
-        ya_runtime_erigon::seat::socket_path(one.socket_dir(), 0).display()
+        ya_runtime_erigon::access::seat::socket_path(one.socket_dir(), 0).display()
     );
     let (user, auth) = (rows[0].user.clone(), rows[0].auth.clone());
     for (tag, label, routes) in [
@@ -788,7 +788,7 @@ fn measure_sweep(config: &Config, owner: &Owner) -> Result<Sweep, String> {
         thousands(records as f64)
     );
     let started = Instant::now();
-    let removed = ya_runtime_erigon::htpasswd::sweep(folder, owner)?;
+    let removed = ya_runtime_erigon::access::htpasswd::sweep(folder, owner)?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     if !removed.is_empty() {
         return Err(format!(
@@ -827,7 +827,7 @@ fn measure_starts(
     for start in 0..count {
         let started = Instant::now();
         let (credentials, gateway) = runtime.block_on(async {
-            ya_runtime_erigon::session::grant(config, network, owner)
+            ya_runtime_erigon::runtime::session::grant(config, network, owner)
                 .await
                 .map_err(|e| e.text)
         })?;

@@ -416,7 +416,8 @@ fn bench() -> Result<bool, String> {
 
     // Every answer wrk counted through the gateway was billed (a few more may be
     // answered after wrk stops counting, at most one per connection per run).
-    let billed = rt.block_on(activity.shutdown_billed(ya_runtime_erigon::billing::COUNTER));
+    let billed =
+        rt.block_on(activity.shutdown_billed(ya_runtime_erigon::provider::billing::COUNTER));
     println!(
         "\nCross-check: {counted} answers came through the gateway (the checks and wrk's \
          counts); the runtime billed {billed:.0} calls (at most {slack} more may be answered \

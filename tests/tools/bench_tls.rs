@@ -75,7 +75,7 @@ use harness::nodefront::{NodeFront, Pki};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use serde_json::json;
-use ya_runtime_erigon::upstream::{NodeKeys, Upstream};
+use ya_runtime_erigon::node::upstream::{NodeKeys, Upstream};
 
 // Shared with the other benchmarks; this one uses no thread's CPU (`Cpu::thread`).
 #[path = "bench_common.rs"]
@@ -410,7 +410,8 @@ fn bench() -> Result<bool, String> {
     );
     let mut mismatch = Vec::new();
     for (hop, activity) in [(Hop::Plain, plain_activity), (Hop::Tls, tls_activity)] {
-        let billed = rt.block_on(activity.shutdown_billed(ya_runtime_erigon::billing::COUNTER));
+        let billed =
+            rt.block_on(activity.shutdown_billed(ya_runtime_erigon::provider::billing::COUNTER));
         let (c, s) = (counted[hop as usize], slack[hop as usize]);
         let ok = billed >= c as f64 && billed <= (c + s) as f64;
         println!(

@@ -13,7 +13,7 @@ use harness::http::call;
 use harness::nginx::{free_port, prepare_auth_dir};
 use harness::provider::{assemble_plugin_dir, Provider};
 use serde_json::json;
-use ya_runtime_erigon::network::DEFAULT_NETWORKS;
+use ya_runtime_erigon::node::network::DEFAULT_NETWORKS;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ya_runtime_erigon::network::{NetworkSpec, Networks, DEFAULT_NETWORKS};
-use ya_runtime_erigon::request::network_from_start_args;
+use ya_runtime_erigon::node::network::{NetworkSpec, Networks, DEFAULT_NETWORKS};
+use ya_runtime_erigon::runtime::request::network_from_start_args;
 
 fuzz_target!(|data: &[u8]| {
     let networks = Networks::new(

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ya_runtime_erigon::htpasswd::{sweep, ActivityFile};
+use ya_runtime_erigon::access::htpasswd::{sweep, ActivityFile};
 use ya_runtime_erigon::owner::Owner;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,17 +3,17 @@
 
 use std::time::{Duration, Instant};
 
+use crate::access::credentials::{new_user, Credentials};
+use crate::access::seat::Seat;
 use crate::cancel::Cancel;
 use crate::config::Config;
-use crate::credentials::{new_user, Credentials};
 use crate::gateway::Gateway;
-use crate::health::{self, JsonRpc};
-use crate::netlock::NetworkLock;
-use crate::network::{Mode, Network};
-use crate::node::Node;
+use crate::node::health::{self, JsonRpc};
+use crate::node::lock::NetworkLock;
+use crate::node::managed::Node;
+use crate::node::network::{Mode, Network};
 use crate::owner::Owner;
-use crate::seat::Seat;
-use crate::status::Served;
+use crate::runtime::status::Served;
 
 /// How long a start waits for a shared node that does not answer: it is the
 /// operator's and already running, so a slow answer means it is down.
@@ -69,16 +69,19 @@ pub async fn open(
     args: &[String],
     cancel: &Cancel,
 ) -> Result<Session, StartFailure> {
-    let network =
-        crate::request::network_from_start_args(args, config.networks(), config.default_network())
-            .map_err(at("arguments"))?;
+    let network = crate::runtime::request::network_from_start_args(
+        args,
+        config.networks(),
+        config.default_network(),
+    )
+    .map_err(at("arguments"))?;
     log::info!("activity {activity}: starting a {network} node");
     let started = Instant::now();
     let deadline = started + config.ready_timeout();
     // Deploy prepared these; a start without deploy (or after an operator's clean-up)
     // prepares its own network's folders again.
-    crate::deploy::prepare_network(config, &network).map_err(at("folders"))?;
-    crate::deploy::prepare_activities_dir(config).map_err(at("folders"))?;
+    crate::provider::deploy::prepare_network(config, &network).map_err(at("folders"))?;
+    crate::provider::deploy::prepare_activities_dir(config).map_err(at("folders"))?;
     let owner = Owner::current().map_err(at("folders"))?;
     sweep_dead_in_background(config.socket_dir(), &owner);
     let rpc = JsonRpc::new(config.upstream(&network));
@@ -302,7 +305,7 @@ pub fn sweep_dead_in_background(dir: &std::path::Path, here: &Owner) {
     let (dir, here) = (dir.to_path_buf(), here.clone());
     // Not awaited: a runtime that ends first leaves the rest to the next sweep.
     drop(tokio::task::spawn_blocking(
-        move || match crate::htpasswd::sweep(&dir, &here) {
+        move || match crate::access::htpasswd::sweep(&dir, &here) {
             Ok(users) if users.is_empty() => {}
             Ok(users) => log::warn!(
                 "swept {} credential(s) of runtimes that died without stopping from {}: {}",

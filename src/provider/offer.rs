@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::network::Network;
+use crate::node::network::Network;
 
 /// Property names, under the runtime's namespace (README, "On the market").
 pub const NETWORKS: &str = "golem.runtime.erigon.networks";
@@ -34,7 +34,7 @@ pub async fn template(config: &Config) -> Value {
     let version = if managed.is_empty() {
         None
     } else {
-        crate::node::erigon_version(config.erigon_path())
+        crate::node::managed::erigon_version(config.erigon_path())
             .await
             .map_err(|e| log::warn!("offer without an Erigon version: {e}"))
             .ok()
@@ -48,8 +48,8 @@ pub async fn template(config: &Config) -> Value {
             WS: true,
             TLS: config.tls(),
             APIS: config.http_api(),
-            BILLING: crate::billing::COUNTER,
-            CU_BILLING: crate::billing::CU_COUNTER,
+            BILLING: crate::provider::billing::COUNTER,
+            CU_BILLING: crate::provider::billing::CU_COUNTER,
     });
     if let Some(map) = properties.as_object_mut() {
         for network in &all {
@@ -90,17 +90,18 @@ pub async fn template(config: &Config) -> Value {
 pub async fn self_test(config: &Config) -> Result<Vec<String>, String> {
     if config.networks().all().any(|n| !n.is_shared()) {
         let version =
-            crate::node::check_binaries(config.erigon_path(), config.rpcdaemon_path()).await?;
+            crate::node::managed::check_binaries(config.erigon_path(), config.rpcdaemon_path())
+                .await?;
         log::info!(
             "test: erigon {version} at {}",
             config.erigon_path().display()
         );
     }
-    let mut warnings = crate::nginx::check_site(config)?;
+    let mut warnings = crate::provider::nginx::check_site(config)?;
     for network in config.networks().all().filter(|n| n.is_shared()) {
-        let rpc = crate::health::JsonRpc::new(config.upstream(network));
+        let rpc = crate::node::health::JsonRpc::new(config.upstream(network));
         let shown = rpc.url().to_owned();
-        match crate::health::check_once(&rpc, network).await {
+        match crate::node::health::check_once(&rpc, network).await {
             Ok(Ok(chain_id)) => {
                 log::info!("test: shared {network} node at {shown} answers chain {chain_id}")
             }

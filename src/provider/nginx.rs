@@ -22,10 +22,10 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use crate::access::credentials::USER_RANDOM_LEN;
+use crate::access::htpasswd::NOBODY_FILE;
+use crate::access::seat::{KEEPALIVE, KEEPALIVE_SECS};
 use crate::config::Config;
-use crate::credentials::USER_RANDOM_LEN;
-use crate::htpasswd::NOBODY_FILE;
-use crate::seat::{KEEPALIVE, KEEPALIVE_SECS};
 
 pub fn routes_path(config: &Config) -> PathBuf {
     config.data_dir().join("nginx").join("routes.conf")
@@ -50,8 +50,8 @@ pub fn routes(config: &Config) -> String {
         let _ = writeln!(
             seats,
             "upstream {} {{ server unix:{}; keepalive {KEEPALIVE}; keepalive_timeout {KEEPALIVE_SECS}s; }}",
-            crate::seat::upstream_name(n),
-            crate::seat::socket_path(config.socket_dir(), n).display(),
+            crate::access::seat::upstream_name(n),
+            crate::access::seat::socket_path(config.socket_dir(), n).display(),
         );
     }
     format!(

@@ -12,9 +12,9 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::backoff::Backoff;
-use crate::network::Network;
-use crate::upstream::{Stage, Upstream};
+use crate::node::backoff::Backoff;
+use crate::node::network::Network;
+use crate::node::upstream::{Stage, Upstream};
 
 /// STATUS waits at most this long for the node: a requestor's batch must not hang on
 /// a node that is busy.
@@ -300,7 +300,7 @@ fn hex(value: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{NetworkSpec, Networks};
+    use crate::node::network::{NetworkSpec, Networks};
 
     fn one(name: &str) -> Network {
         Networks::new(

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::network::Network;
+use crate::node::network::Network;
 
 /// Deploy (and `test`): every accepted network's folders, the activities' folder with
 /// the file nginx checks unknown users against, and the nginx routes, so a problem
@@ -14,8 +14,8 @@ pub fn prepare_all(config: &Config) -> Result<(), String> {
         prepare_network(config, network)?;
     }
     prepare_activities_dir(config)?;
-    crate::htpasswd::ensure_nobody_file(config.socket_dir())?;
-    crate::nginx::write_routes(config)?;
+    crate::access::htpasswd::ensure_nobody_file(config.socket_dir())?;
+    crate::provider::nginx::write_routes(config)?;
     crate::metrics::Store::new(config.data_dir()).prepare()?;
     if let Some(file) = config.metrics_file() {
         prepare_metrics_file(config, file)?;

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::backoff::Backoff;
 use crate::cancel::Cancel;
-use crate::child::{Child, Command};
-use crate::health::{self, JsonRpc};
-use crate::network::Network;
-use crate::nodespec::{with_flags, NodeSpec};
-use crate::upstream::Upstream;
+use crate::node::backoff::Backoff;
+use crate::node::child::{Child, Command};
+use crate::node::health::{self, JsonRpc};
+use crate::node::network::Network;
+use crate::node::spec::{with_flags, NodeSpec};
+use crate::node::upstream::Upstream;
 
 /// How long a node that failed to start gets for its clean stop before SIGKILL: a
 /// failed start must leave no process, and a node minutes old has little to flush.
@@ -228,7 +228,7 @@ pub async fn erigon_version(erigon: &Path) -> Result<String, String> {
 /// and `rpcdaemon --help` (it has no --version) succeeds. Returns erigon's version.
 pub async fn check_binaries(erigon: &Path, rpcdaemon: &Path) -> Result<String, String> {
     for (path, key) in [(erigon, "erigon_path"), (rpcdaemon, "rpcdaemon_path")] {
-        crate::child::check_executable(path, key)?;
+        crate::node::child::check_executable(path, key)?;
     }
     let version = erigon_version(erigon).await.map_err(|e| {
         format!(
@@ -249,7 +249,7 @@ async fn run_once(program: &Path, arg: &str) -> Result<String, String> {
     let child = tokio::process::Command::new(program)
         .arg(arg)
         .env_clear()
-        .envs(crate::child::child_env())
+        .envs(crate::node::child::child_env())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(PROBE_TIMEOUT, child)

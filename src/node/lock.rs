@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::network::Network;
+use crate::node::network::Network;
 use crate::owner::ProcessIdentity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +153,7 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::test_network;
+    use crate::node::network::test_network;
 
     fn dev_lock() -> (tempfile::TempDir, Network, PathBuf, Instant) {
         let dir = tempfile::tempdir().unwrap();

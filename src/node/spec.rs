@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::logging::RotatingLog;
-use crate::network::Network;
+use crate::node::network::Network;
 
 /// Everything needed to run one network's node, built by the configuration.
 #[derive(Clone, Debug)]
@@ -161,7 +161,7 @@ pub fn with_flags(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::test_network;
+    use crate::node::network::test_network;
 
     fn spec() -> NodeSpec {
         NodeSpec {

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::health::NodeReport;
+use crate::node::health::NodeReport;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,7 +112,7 @@ impl<'a> Status<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::SyncReport;
+    use crate::node::health::SyncReport;
     use serde_json::Value;
 
     fn served(revoked: bool) -> Served<'static> {

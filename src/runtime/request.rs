@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::network::{Network, Networks};
+use crate::node::network::{Network, Networks};
 use crate::text::printable;
 
 /// Larger arguments are refused before parsing; the real one is a few dozen bytes.
@@ -60,7 +60,7 @@ pub fn network_from_start_args(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::NetworkSpec;
+    use crate::node::network::NetworkSpec;
 
     fn nets() -> (Networks, Network) {
         let nets = Networks::new(

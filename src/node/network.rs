@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::ports::{Ports, PortsError, SLOT_STRIDE};
+use crate::node::ports::{Ports, PortsError, SLOT_STRIDE};
 use crate::text::printable;
 
 /// Chains the Erigon project has shut down or removed. Requests for them get a specific

@@ -18,7 +18,7 @@ pub const FILE: &str = "compute-units.json";
 
 /// The shipped table, built into the binary so that a provider without the file
 /// still prices calls by their cost.
-const SHIPPED: &str = include_str!("../conf/compute-units.json");
+const SHIPPED: &str = include_str!("../../conf/compute-units.json");
 
 /// The largest table file read (a table of every method is a few KiB).
 pub const MAX_FILE: u64 = 1 << 20;

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 
-use crate::hash::HashScheme;
-use crate::htpasswd::ActivityFile;
-use crate::network::Network;
+use crate::access::hash::HashScheme;
+use crate::access::htpasswd::ActivityFile;
+use crate::node::network::Network;
 use crate::owner::Owner;
 
 /// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities never draw
@@ -174,7 +174,7 @@ fn random_lower(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::test_network;
+    use crate::node::network::test_network;
 
     fn sepolia() -> Network {
         test_network("sepolia", 1)
