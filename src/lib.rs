@@ -12,6 +12,18 @@
 //! - `node`: the Ethereum node, its networks, processes and the way to it;
 //! - `text`, `logging`, `owner`, `cancel`: the ground every wing stands on.
 
+// Unit tests are exempt from Cargo.toml's habits: a failed unwrap is a failed test.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod access;
 pub mod calibrate;
 pub mod cancel;

@@ -123,7 +123,8 @@ impl RotatingLog {
             return;
         }
         for n in (1..self.keep).rev() {
-            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+            // `n` is below `keep`, a usize: `n + 1` cannot overflow.
+            let _ = std::fs::rename(numbered(n), numbered(n.saturating_add(1)));
         }
         let _ = std::fs::rename(&self.path, numbered(1));
     }
@@ -238,6 +239,8 @@ pub fn flush(within: Duration) {
 }
 
 fn flush_queue(queue: &SyncSender<Spooled>, within: Duration) {
+    // `within` is one of the flush constants, seconds at most.
+    #[allow(clippy::arithmetic_side_effects)]
     let deadline = Instant::now() + within;
     let (done, written) = sync_channel(1);
     let mut flush = Spooled::Flush(done);

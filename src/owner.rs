@@ -26,7 +26,7 @@ impl ProcessIdentity {
     pub fn of(pid: u32) -> Option<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces and parentheses; fields resume after the last ')'.
-        let rest = &stat[stat.rfind(')')? + 1..];
+        let (_, rest) = stat.rsplit_once(')')?;
         let start_ticks = rest.split_whitespace().nth(19)?.parse().ok()?;
         Some(Self { pid, start_ticks })
     }
@@ -37,10 +37,10 @@ impl ProcessIdentity {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
             return false;
         };
-        let Some(close) = stat.rfind(')') else {
+        let Some((_, rest)) = stat.rsplit_once(')') else {
             return false;
         };
-        let mut fields = stat[close + 1..].split_whitespace();
+        let mut fields = rest.split_whitespace();
         let state = fields.next();
         let ticks = fields.nth(18).and_then(|t| t.parse::<u64>().ok());
         state != Some("Z") && ticks == Some(self.start_ticks)

@@ -166,6 +166,8 @@ pub fn new_user(network: &Network, seat: Option<u16>) -> String {
 fn random_lower(len: usize) -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    // `gen_range(0..len)` is below `len`: the index is always in the table.
+    #[allow(clippy::indexing_slicing)]
     (0..len)
         .map(|_| char::from(CHARS[OsRng.gen_range(0..CHARS.len())]))
         .collect()

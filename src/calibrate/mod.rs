@@ -114,8 +114,9 @@ async fn calibrate(args: &Args) -> Result<(), String> {
     );
     print!("{}", calibration.render(before.default));
     println!();
-    let overridden: Vec<String> = raw["method_weights"]
-        .as_object()
+    let overridden: Vec<String> = raw
+        .get("method_weights")
+        .and_then(serde_json::Value::as_object)
         .map(|m| m.keys().map(|k| printable(k)).collect())
         .unwrap_or_default();
     if !overridden.is_empty() {

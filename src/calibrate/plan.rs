@@ -58,8 +58,9 @@ impl Sample {
             if block.is_null() {
                 continue;
             }
-            let has_tx = block["transactions"]
-                .as_array()
+            let has_tx = block
+                .get("transactions")
+                .and_then(Value::as_array)
                 .is_some_and(|t| !t.is_empty());
             if newest.is_none() || has_tx {
                 newest = Some((number, block));
@@ -87,11 +88,11 @@ impl Sample {
                     )
                 })
         };
-        let tx = match block["transactions"].get(0) {
+        let tx = match block.get("transactions").and_then(|t| t.get(0)) {
             Some(tx) => Some(Tx {
                 hash: field(tx, "hash")?,
                 from: field(tx, "from")?,
-                to: tx["to"].as_str().map(str::to_owned),
+                to: tx.get("to").and_then(Value::as_str).map(str::to_owned),
             }),
             None => None,
         };

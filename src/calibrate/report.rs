@@ -52,7 +52,7 @@ pub fn median(times: &mut [Duration]) -> Option<Duration> {
         return Some(upper);
     }
     let lower = half.checked_sub(1).and_then(|i| times.get(i))?;
-    lower.checked_add(upper).map(|sum| sum / 2)
+    lower.checked_add(upper).and_then(|sum| sum.checked_div(2))
 }
 
 /// round(10 × median / baseline), at least 1 (no call is free) and at most

@@ -75,9 +75,16 @@ pub async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Hea
         _ => 0,
     };
     let mask_bytes = if buf[1] & 0x80 != 0 { 4 } else { 0 };
-    let end = 2 + length_bytes + mask_bytes;
-    r.read_exact(&mut buf[2..end]).await?;
-    match FrameHeader::parse(&mut Cursor::new(&buf[..end])) {
+    // At most 2 + 8 + 4 = 14, the buffer's length.
+    let end = 2usize
+        .saturating_add(length_bytes)
+        .saturating_add(mask_bytes);
+    let rest = buf
+        .get_mut(2..end)
+        .ok_or_else(|| invalid("a frame header longer than 14 bytes"))?;
+    r.read_exact(rest).await?;
+    let whole = buf.get(..end).unwrap_or_default();
+    match FrameHeader::parse(&mut Cursor::new(whole)) {
         Ok(Some((header, len))) => Ok(Some(Head { header, len })),
         Ok(None) => Err(invalid("a truncated frame header")),
         Err(e) => Err(invalid(e)),
@@ -98,8 +105,10 @@ pub async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, head: &Head) -> io::R
 /// XORs `data` with `mask`, `offset` bytes into the frame's payload (the
 /// same operation masks and unmasks).
 pub fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
-    for (i, b) in data.iter_mut().enumerate() {
-        *b ^= mask[(offset.wrapping_add(i)) & 3];
+    let mut key = mask;
+    key.rotate_left(offset & 3);
+    for (b, k) in data.iter_mut().zip(key.iter().cycle()) {
+        *b ^= k;
     }
 }
 
@@ -206,6 +215,20 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 mod tests {
     use super::*;
     use tungstenite::protocol::frame::coding::Data;
+
+    #[test]
+    fn unmasking_xors_each_byte_with_the_key_byte_at_its_payload_position() {
+        let mask = [0x11, 0x22, 0x44, 0x88];
+        for offset in 0..8 {
+            for len in 0..10 {
+                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let mut got = data.clone();
+                unmask(&mut got, mask, offset);
+                let want: Vec<u8> = (0..len).map(|i| data[i] ^ mask[(offset + i) % 4]).collect();
+                assert_eq!(got, want, "offset {offset}, {len} bytes");
+            }
+        }
+    }
 
     async fn written(masked: bool, steps: &[(&[u8], bool)]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -110,11 +110,11 @@ impl TokenBucket {
         state.0 = state.0.saturating_add(refill).min(self.capacity);
         state.1 = now;
         let need = calls.saturating_mul(MICRO);
-        if need <= state.0 {
-            state.0 -= need;
+        if let Some(left) = state.0.checked_sub(need) {
+            state.0 = left;
             return Ok(());
         }
-        let missing = need - state.0;
+        let missing = need.saturating_sub(state.0);
         let per_sec = self.rate.saturating_mul(MICRO);
         let secs = match per_sec {
             0 => u64::from(u32::MAX),

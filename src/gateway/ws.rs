@@ -299,7 +299,9 @@ impl Pending {
 
     /// When the oldest message in flight runs out of time.
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
-        self.sent.front().map(|s| s.at + timeout)
+        // `call_timeout_ms` is a u32 (49 days at most), far inside Instant's range; an
+        // overflow would only mean no deadline.
+        self.sent.front().and_then(|s| s.at.checked_add(timeout))
     }
 }
 
@@ -745,11 +747,18 @@ impl Downstream<'_> {
                     let mut left = head.len;
                     loop {
                         let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-                        let n = match rd.read(&mut chunk[..want]).await {
+                        // `want` is at most CHUNK, the buffer's length, and a read
+                        // fills at most what it was given.
+                        let Some(space) = chunk.get_mut(..want) else {
+                            return End::node();
+                        };
+                        let n = match rd.read(space).await {
                             Ok(n) if n > 0 || want == 0 => n,
                             _ => return End::node(),
                         };
-                        let piece = &chunk[..n];
+                        let Some(piece) = chunk.get(..n) else {
+                            return End::node();
+                        };
                         let bill = self.bill(&mut scanner, piece, &mut answered);
                         if let Err(end) = to_client(client.payload(piece)).await {
                             return end;

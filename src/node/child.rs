@@ -71,6 +71,9 @@ pub struct Child {
 }
 
 impl Child {
+    // pre_exec is unsafe, and the only way to set PDEATHSIG and the inherited lock in
+    // the child itself, between fork and exec (SAFETY note below).
+    #[allow(unsafe_code)]
     pub fn spawn(spec: Command<'_>) -> Result<Self, String> {
         let Command {
             name,

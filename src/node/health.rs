@@ -258,21 +258,31 @@ pub async fn probe(rpc: &JsonRpc) -> NodeReport {
         },
         progress => SyncReport {
             syncing: true,
-            current_block: hex(&progress["currentBlock"]),
-            highest_block: hex(&progress["highestBlock"]),
+            current_block: progress.get("currentBlock").and_then(hex),
+            highest_block: progress.get("highestBlock").and_then(hex),
             // The first stage still behind the current block is where the node is.
-            stage: progress["stages"].as_array().and_then(|stages| {
-                stages
-                    .iter()
-                    .find(|st| hex(&st["block_number"]) < hex(&progress["highestBlock"]))
-                    .or(stages.last())
-                    .and_then(|st| st["stage_name"].as_str().map(str::to_owned))
-            }),
+            stage: progress
+                .get("stages")
+                .and_then(Value::as_array)
+                .and_then(|stages| {
+                    stages
+                        .iter()
+                        .find(|st| {
+                            st.get("block_number").and_then(hex)
+                                < progress.get("highestBlock").and_then(hex)
+                        })
+                        .or(stages.last())
+                        .and_then(|st| {
+                            st.get("stage_name")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                        })
+                }),
         },
     });
     report.head = head.and_then(|block| {
-        let number = hex(&block["number"])?;
-        let timestamp = hex(&block["timestamp"])?;
+        let number = block.get("number").and_then(hex)?;
+        let timestamp = block.get("timestamp").and_then(hex)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -143,7 +143,7 @@ impl NetworkLock {
 fn read_holder(file: &File) -> Option<Holder> {
     let mut buf = vec![0u8; 4096];
     let n = file.read_at(&mut buf, 0).ok()?;
-    serde_json::from_slice(&buf[..n]).ok()
+    serde_json::from_slice(buf.get(..n)?).ok()
 }
 
 fn now() -> String {
@@ -185,6 +185,8 @@ mod tests {
     }
 
     #[tokio::test]
+    // pre_exec is unsafe: this child must inherit the lock as the node's children do.
+    #[allow(unsafe_code)]
     async fn a_child_holding_the_inherited_descriptor_keeps_the_network_locked() {
         let (_dir, net, path, far) = dev_lock();
         let mut lock = NetworkLock::acquire(&path, &net, "a1", far).await.unwrap();

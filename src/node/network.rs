@@ -260,10 +260,12 @@ impl Networks {
         }
         let max_slot = u32::from(*seen.keys().next_back().unwrap_or(&0));
         // u16 inputs: none of these sums can overflow a u32.
+        #[allow(clippy::arithmetic_side_effects)]
         let erigon_range = (
             u32::from(port_base),
             u32::from(port_base) + (max_slot + 1) * u32::from(SLOT_STRIDE) - 1,
         );
+        #[allow(clippy::arithmetic_side_effects)]
         let http_range = (u32::from(http_port), u32::from(http_port) + max_slot);
         if http_range.0 <= erigon_range.1 && erigon_range.0 <= http_range.1 {
             return Err(format!(
@@ -321,7 +323,7 @@ pub fn known_chain_id(chain: &str) -> Option<u64> {
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (1..=32).contains(&bytes.len())
-        && bytes[0].is_ascii_alphanumeric()
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')

@@ -36,6 +36,8 @@ pub enum PortsError {
 }
 
 impl Ports {
+    // Sums of u16 values in u32 (see the module's note): none can overflow.
+    #[allow(clippy::arithmetic_side_effects)]
     pub fn new(slot: u16, port_base: u16, http_port: u16) -> Result<Self, PortsError> {
         if slot > MAX_SLOT {
             return Err(PortsError::Node);

@@ -77,6 +77,8 @@ pub async fn open(
     .map_err(at("arguments"))?;
     log::info!("activity {activity}: starting a {network} node");
     let started = Instant::now();
+    // `ready_timeout_secs` is at most a day (config), far inside Instant's range.
+    #[allow(clippy::arithmetic_side_effects)]
     let deadline = started + config.ready_timeout();
     // Deploy prepared these; a start without deploy (or after an operator's clean-up)
     // prepares its own network's folders again.
@@ -88,6 +90,7 @@ pub async fn open(
     let (backend, chain_id) = match network.mode() {
         Mode::Shared => {
             // The operator's node: it must answer now; a start waits for nothing else.
+            #[allow(clippy::arithmetic_side_effects)] // as `deadline` above
             let deadline = started + config.ready_timeout().min(SHARED_READY_TIMEOUT);
             let answer = health::wait_answer(&rpc, &network, deadline);
             let chain_id = cancel
