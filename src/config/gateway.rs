@@ -5,38 +5,29 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::check::{absolute, words};
-use crate::gateway::{Limits, Policy, Weights, DENIED};
+use crate::gateway::{Limits, Policy, RawLimits, Weights, DENIED};
 use crate::node::network::NetworkSpec;
 use crate::text::printable;
 
 /// Each network's limits: the gateway's defaults, then the configuration's `limits`,
-/// then the network's own. Every value must be at least 1 (0 would refuse every call),
-/// and the limits must agree with each other and with the heaviest weight (see
-/// `Limits::check`).
+/// then the network's own. `Limits::new` holds each value to at least 1 (0 would refuse
+/// every call) and burst to at least batch; `Limits::fits`, cu_burst to the heaviest
+/// weight.
 pub(super) fn network_limits(
     top: &serde_json::Map<String, serde_json::Value>,
     networks: &BTreeMap<String, NetworkSpec>,
     weights: &Weights,
 ) -> Result<BTreeMap<String, Limits>, String> {
     let typed = |key: String, object: &serde_json::Map<String, serde_json::Value>| {
-        let limits: Limits = serde_path_to_error::deserialize(serde_json::Value::Object(
+        let raw: RawLimits = serde_path_to_error::deserialize(serde_json::Value::Object(
             object.clone(),
         ))
         .map_err(|e| match e.path().to_string().as_str() {
             "." => format!("key `{key}`: {}", e.inner()),
             at => format!("key `{key}.{at}`: {}", e.inner()),
         })?;
-        let zero = serde_json::to_value(&limits)
-            .ok()
-            .and_then(|v| v.as_object().cloned())
-            .and_then(|o| o.into_iter().find(|(_, v)| v.as_u64() == Some(0)));
-        if let Some((name, _)) = zero {
-            return Err(format!(
-                "key `{key}.{name}` is 0; accepted: 1 to {} (0 would refuse every call)",
-                u32::MAX
-            ));
-        }
-        limits.check(&key, weights)?;
+        let limits = Limits::new(&raw, &key)?;
+        limits.fits(&key, weights)?;
         Ok(limits)
     };
     typed("limits".into(), top)?;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::hash::HashScheme;
 use crate::gateway::{GatewaySpec, Limits, Policy, Weights};
 use crate::node::network::{Network, Networks};
-use crate::node::spec::NodeSpec;
+use crate::node::spec::{NodeParts, NodeSpec};
 use crate::node::upstream::Upstream;
 
 mod check;
@@ -51,58 +51,60 @@ impl Default for ErigonConf {
 
 /// How activities' credentials are made (where they are kept is `socket_dir`).
 #[derive(Clone, Debug)]
-pub(super) struct CredentialSettings {
-    pub(super) length: usize,
-    pub(super) hash: HashScheme,
+struct CredentialSettings {
+    length: usize,
+    hash: HashScheme,
 }
 
 /// What every managed node of this provider shares.
 #[derive(Clone, Debug)]
-pub(super) struct NodeSettings {
-    pub(super) erigon: PathBuf,
-    pub(super) rpcdaemon: PathBuf,
-    pub(super) http_addr: IpAddr,
-    pub(super) http_api: Vec<String>,
-    pub(super) http_vhosts: Vec<String>,
-    pub(super) erigon_args: Vec<String>,
-    pub(super) rpcdaemon_args: Vec<String>,
-    pub(super) bounds: crate::node::spec::CallBounds,
+struct NodeSettings {
+    erigon: PathBuf,
+    rpcdaemon: PathBuf,
+    http_addr: IpAddr,
+    http_api: Vec<String>,
+    http_vhosts: Vec<String>,
+    erigon_args: Vec<String>,
+    rpcdaemon_args: Vec<String>,
+    bounds: crate::node::spec::CallBounds,
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct LogSettings {
-    pub(super) dir: PathBuf,
-    pub(super) max_bytes: usize,
-    pub(super) files: usize,
+struct LogSettings {
+    dir: PathBuf,
+    max_bytes: usize,
+    files: usize,
 }
 
 /// The validated configuration. Paths are absolute, ports fit, networks are consistent.
+/// Its fields are private to `config` (whose loader, a child module, fills them): the
+/// rest of the runtime reads it only through the accessors and the specs it builds.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(super) file: PathBuf,
-    pub(super) public_addr: url::Url,
-    pub(super) data_dir: PathBuf,
-    pub(super) networks: Networks,
+    file: PathBuf,
+    public_addr: url::Url,
+    data_dir: PathBuf,
+    networks: Networks,
     /// Each network's node, by name: every network has one.
-    pub(super) upstreams: std::collections::BTreeMap<String, Arc<Upstream>>,
-    pub(super) default_network: Network,
-    pub(super) credentials: CredentialSettings,
-    pub(super) node: NodeSettings,
-    pub(super) logs: LogSettings,
-    pub(super) ready_timeout: Duration,
-    pub(super) stop_timeout: Duration,
-    pub(super) nginx_site_path: PathBuf,
+    upstreams: std::collections::BTreeMap<String, Arc<Upstream>>,
+    default_network: Network,
+    credentials: CredentialSettings,
+    node: NodeSettings,
+    logs: LogSettings,
+    ready_timeout: Duration,
+    stop_timeout: Duration,
+    nginx_site_path: PathBuf,
     /// Set when the file still names `passwd_tool_path`, so the log can say it is ignored.
-    pub(super) passwd_tool_path: Option<String>,
-    pub(super) socket_dir: PathBuf,
-    pub(super) seats: u16,
+    passwd_tool_path: Option<String>,
+    socket_dir: PathBuf,
+    seats: u16,
     /// Each network's per-activity limits, by name.
-    pub(super) limits: std::collections::BTreeMap<String, Limits>,
-    pub(super) weights: Weights,
+    limits: std::collections::BTreeMap<String, Limits>,
+    weights: Weights,
     /// Each network's method policy, by name.
-    pub(super) policies: std::collections::BTreeMap<String, Policy>,
-    pub(super) compute_units_file: PathBuf,
-    pub(super) metrics_file: Option<PathBuf>,
+    policies: std::collections::BTreeMap<String, Policy>,
+    compute_units_file: PathBuf,
+    metrics_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -268,23 +270,29 @@ impl Config {
 
     /// The gateway of the activity `user` on `network`: its socket (its seat's, or
     /// its own), the node it forwards to, its limits and the method weights.
-    pub fn gateway_spec(&self, network: &Network, user: &str, seat: Option<u16>) -> GatewaySpec {
-        GatewaySpec {
-            socket: match seat {
-                Some(n) => crate::access::seat::socket_path(&self.socket_dir, n),
-                None => self.socket_path(user),
-            },
-            user: user.to_owned(),
-            upstream: self.upstream(network),
-            limits: self.limits(network),
-            weights: self.weights.clone(),
-            policy: self.policy(network),
-        }
+    pub fn gateway_spec(
+        &self,
+        network: &Network,
+        user: &str,
+        seat: Option<u16>,
+    ) -> Result<GatewaySpec, String> {
+        let socket = match seat {
+            Some(n) => crate::access::seat::socket_path(&self.socket_dir, n),
+            None => self.socket_path(user),
+        };
+        GatewaySpec::new(
+            socket,
+            user.to_owned(),
+            self.upstream(network),
+            self.limits(network),
+            self.weights.clone(),
+            self.policy(network),
+        )
     }
 
     /// Everything a managed node of `network` needs to run.
-    pub fn node_spec(&self, network: &Network) -> NodeSpec {
-        NodeSpec {
+    pub fn node_spec(&self, network: &Network) -> Result<NodeSpec, String> {
+        NodeSpec::new(NodeParts {
             network: network.clone(),
             erigon: self.node.erigon.clone(),
             rpcdaemon: self.node.rpcdaemon.clone(),
@@ -298,7 +306,7 @@ impl Config {
             erigon_args: self.node.erigon_args.clone(),
             rpcdaemon_args: self.node.rpcdaemon_args.clone(),
             bounds: self.node.bounds.clone(),
-        }
+        })
     }
 }
 

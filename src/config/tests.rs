@@ -82,11 +82,14 @@ fn builds_the_node_spec_of_a_network() {
         "erigon_args": ["--prune.mode=full"]
     }))
     .unwrap();
-    let spec = cfg.node_spec(cfg.default_network());
-    assert_eq!(spec.rpc, "127.0.0.1:9005".parse().unwrap());
-    assert_eq!(spec.datadir, Path::new("/d/dev"));
-    assert_eq!(spec.log_dir, Path::new("/d/logs/dev"));
-    assert_eq!(spec.erigon_args, ["--prune.mode=full"]);
+    let spec = cfg.node_spec(cfg.default_network()).unwrap();
+    assert_eq!(spec.rpc(), "127.0.0.1:9005".parse().unwrap());
+    assert_eq!(spec.datadir(), Path::new("/d/dev"));
+    assert_eq!(spec.log_dir(), Path::new("/d/logs/dev"));
+    assert_eq!(
+        spec.erigon_command().last().map(String::as_str),
+        Some("--prune.mode=full")
+    );
 }
 
 #[test]
@@ -251,7 +254,7 @@ fn prices_policies_and_bounds_come_from_the_configuration() {
         cfg.compute_units_file(),
         dir.path().join("compute-units.json")
     );
-    let args = crate::node::spec::with_flags(cfg.node_spec(&a).rpcdaemon_flags(), &[]);
+    let args = crate::node::spec::with_flags(cfg.node_spec(&a).unwrap().rpcdaemon_flags(), &[]);
     assert!(
         args.contains(&"--rpc.evmtimeout=5000ms".to_string()),
         "{args:?}"

@@ -147,10 +147,10 @@ impl Gate {
     pub fn new(limits: &Limits) -> Gate {
         let permits = |n: u32| Arc::new(Semaphore::new(usize::try_from(n).unwrap_or(usize::MAX)));
         Gate {
-            bucket: TokenBucket::new(limits.calls_per_sec, limits.burst),
-            units: TokenBucket::new(limits.cu_per_sec, limits.cu_burst),
-            in_flight: permits(limits.in_flight),
-            websockets: permits(limits.websockets),
+            bucket: TokenBucket::new(limits.calls_per_sec(), limits.burst()),
+            units: TokenBucket::new(limits.cu_per_sec(), limits.cu_burst()),
+            in_flight: permits(limits.in_flight()),
+            websockets: permits(limits.websockets()),
             connections: permits(limits.connections()),
             body_budget: permits(limits.body_budget()),
             body_budget_bytes: limits.body_budget(),
@@ -166,8 +166,8 @@ impl Gate {
     /// never pass. Asked before screening, since the parse keeps no more than
     /// `batch` calls and admission sees only those that passed.
     pub fn batch(&self, len: usize) -> Result<(), Refusal> {
-        match len > usize::try_from(self.limits.batch).unwrap_or(usize::MAX) {
-            true => Err(Refusal::permanent("batch", self.limits.batch)),
+        match len > usize::try_from(self.limits.batch()).unwrap_or(usize::MAX) {
+            true => Err(Refusal::permanent("batch", self.limits.batch())),
             false => Ok(()),
         }
     }
@@ -179,24 +179,24 @@ impl Gate {
     pub fn admit(&self, calls: usize, units: u64) -> Result<InFlight, Refusal> {
         let l = &self.limits;
         if !self.units.fits(units) {
-            return Err(Refusal::permanent("cu_burst", l.cu_burst));
+            return Err(Refusal::permanent("cu_burst", l.cu_burst()));
         }
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
-            .map_err(|_| Refusal::new("in_flight", l.in_flight))?;
+            .map_err(|_| Refusal::new("in_flight", l.in_flight()))?;
         let tokens = u64::try_from(calls).unwrap_or(u64::MAX);
         let now = Instant::now();
         if let Err(secs) = self.bucket.take_at(now, tokens) {
             return Err(Refusal {
                 retry_after: Some(secs),
-                ..Refusal::new("calls_per_sec", l.calls_per_sec)
+                ..Refusal::new("calls_per_sec", l.calls_per_sec())
             });
         }
         if let Err(secs) = self.units.take_at(now, units) {
             self.bucket.refund(tokens);
             return Err(Refusal {
                 retry_after: Some(secs),
-                ..Refusal::new("cu_per_sec", l.cu_per_sec)
+                ..Refusal::new("cu_per_sec", l.cu_per_sec())
             });
         }
         Ok(permit)
@@ -205,7 +205,7 @@ impl Gate {
     pub fn open_websocket(&self) -> Result<OwnedSemaphorePermit, Refusal> {
         Arc::clone(&self.websockets)
             .try_acquire_owned()
-            .map_err(|_| Refusal::new("websockets", self.limits.websockets))
+            .map_err(|_| Refusal::new("websockets", self.limits.websockets()))
     }
 
     /// Reserves room for a request body of `bytes` (at most `body_bytes`)
@@ -238,6 +238,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::RawLimits;
 
     #[test]
     fn a_request_takes_all_its_tokens_or_none() {
@@ -260,13 +261,19 @@ mod tests {
 
     #[test]
     fn the_gate_checks_batch_and_in_flight_then_rate_and_spends_nothing_on_refusal() {
-        let gate = Gate::new(&Limits {
-            calls_per_sec: 1,
-            burst: 10,
-            in_flight: 1,
-            batch: 5,
-            ..Limits::default()
-        });
+        let gate = Gate::new(
+            &Limits::new(
+                &RawLimits {
+                    calls_per_sec: 1,
+                    burst: 10,
+                    in_flight: 1,
+                    batch: 5,
+                    ..RawLimits::default()
+                },
+                "limits",
+            )
+            .unwrap(),
+        );
         assert_eq!(gate.batch(6), Err(Refusal::permanent("batch", 5)));
         assert_eq!(gate.batch(5), Ok(()));
         let held = gate.admit(5, 5);
@@ -286,11 +293,17 @@ mod tests {
 
     #[test]
     fn compute_units_are_a_second_bucket_and_too_heavy_is_for_good() {
-        let gate = Gate::new(&Limits {
-            cu_per_sec: 100,
-            cu_burst: 300,
-            ..Limits::default()
-        });
+        let gate = Gate::new(
+            &Limits::new(
+                &RawLimits {
+                    cu_per_sec: 100,
+                    cu_burst: 300,
+                    ..RawLimits::default()
+                },
+                "limits",
+            )
+            .unwrap(),
+        );
         let refused = gate.admit(1, 301).map(drop).unwrap_err();
         assert_eq!(refused, Refusal::permanent("cu_burst", 300));
         assert!(gate.admit(2, 250).is_ok());

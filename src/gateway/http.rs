@@ -40,7 +40,7 @@ pub async fn post(
     link: &Link,
     busy: Busy,
 ) -> Result<Response<ReplyBody>, Error> {
-    let max = shared.gate.limits().body_bytes;
+    let max = shared.gate.limits().body_bytes();
     // A body announced too large is refused before any of it is read.
     let hint = req.body().size_hint();
     if hint.lower() > u64::from(max) {
@@ -67,7 +67,7 @@ pub async fn post(
         }
     };
     let limits = shared.gate.limits();
-    let batch = usize::try_from(limits.batch).unwrap_or(usize::MAX);
+    let batch = usize::try_from(limits.batch()).unwrap_or(usize::MAX);
     let message = jsonrpc::parse(&body, batch).map_err(Error::BadJson)?;
     if let Err(refusal) = shared.gate.batch(message.len()) {
         let len = message.len();

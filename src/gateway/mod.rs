@@ -55,7 +55,7 @@ mod shared;
 mod ws;
 
 pub use conns::IDLE_SECS;
-pub use limits::{Limits, Policy, Weights, DENIED, NOTIFICATION};
+pub use limits::{Limits, Policy, RawLimits, Weights, DENIED, NOTIFICATION};
 pub use meter::{exchange, Bill, Exchanged, Ledger};
 pub use route::USER_HEADER;
 pub use serve::{Gateway, GatewaySpec};

@@ -63,14 +63,14 @@ fn refusal(call: &Call, policy: &Policy, limits: &Limits, room: &mut usize) -> O
             Some(left) => *room = left,
             None => {
                 return Some(Error::Subscriptions {
-                    limit: limits.subscriptions,
+                    limit: limits.subscriptions(),
                 })
             }
         }
     }
     match call.logs_span {
-        Some(span) if span > u64::from(limits.logs_blocks) => Some(Error::LogsRange {
-            limit: limits.logs_blocks,
+        Some(span) if span > u64::from(limits.logs_blocks()) => Some(Error::LogsRange {
+            limit: limits.logs_blocks(),
             span,
         }),
         _ => None,

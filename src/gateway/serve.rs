@@ -5,7 +5,7 @@
 //! seat's next holder never binds a socket this gateway still answers on.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,21 +25,50 @@ use crate::access::seat::Seat;
 use crate::metrics::{Meters, Methods};
 use crate::node::upstream::Upstream;
 
-/// What to serve and how.
+/// What to serve and how. Built by [`GatewaySpec::new`], which holds the
+/// limits to the weights, so a gateway never starts with a method it could
+/// never admit.
 #[derive(Clone, Debug)]
 pub struct GatewaySpec {
     /// The socket nginx proxies this activity's requests to.
-    pub socket: PathBuf,
+    socket: PathBuf,
     /// The activity's user. nginx passes the user it checked in
     /// [`USER_HEADER`](super::USER_HEADER); a request for any other user is
     /// refused (see `seat`: a seat's socket can be reached with a dead
     /// holder's credentials until they are swept).
-    pub user: String,
+    user: String,
     /// The node this activity's calls and WebSockets go to.
-    pub upstream: Arc<Upstream>,
-    pub limits: Limits,
-    pub weights: Weights,
-    pub policy: Policy,
+    upstream: Arc<Upstream>,
+    limits: Limits,
+    weights: Weights,
+    policy: Policy,
+}
+
+impl GatewaySpec {
+    /// The gateway of `user` on `socket` in front of `upstream`; refused, naming
+    /// `cu_burst`, when a method weighs more than the limits let through.
+    pub fn new(
+        socket: PathBuf,
+        user: String,
+        upstream: Arc<Upstream>,
+        limits: Limits,
+        weights: Weights,
+        policy: Policy,
+    ) -> Result<Self, String> {
+        limits.fits("limits", &weights)?;
+        Ok(GatewaySpec {
+            socket,
+            user,
+            upstream,
+            limits,
+            weights,
+            policy,
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
 }
 
 /// A running gateway. Dropping it without [`Gateway::close`] still ends

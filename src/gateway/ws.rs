@@ -499,7 +499,7 @@ where
         };
         shared.meters.received(message.len());
         let limits = shared.gate.limits();
-        let batch = usize::try_from(limits.batch).unwrap_or(usize::MAX);
+        let batch = usize::try_from(limits.batch()).unwrap_or(usize::MAX);
         let parsed = match jsonrpc::parse(&message, batch) {
             Ok(parsed) => match shared.gate.batch(parsed.len()) {
                 Ok(()) => Ok(parsed),
@@ -522,7 +522,7 @@ where
         };
         let room = pending
             .lock()
-            .map_or(0, |p| p.subscription_room(limits.subscriptions));
+            .map_or(0, |p| p.subscription_room(limits.subscriptions()));
         let screened = shared.screen(Bytes::from(message), parsed, room);
         if let Some(own) = screened.own_answer() {
             if controls.own.send((TEXT, own.to_vec())).await.is_err() {
@@ -587,7 +587,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let limit = shared.gate.limits().body_bytes;
+    let limit = shared.gate.limits().body_bytes();
     let too_long = || End::from(Error::BodyTooLarge { max: limit });
     let max = u64::from(limit);
     if first.len > max {

@@ -17,7 +17,7 @@ use crate::node::backoff::Backoff;
 use crate::node::child::{Child, Command};
 use crate::node::health::{self, JsonRpc};
 use crate::node::network::Network;
-use crate::node::spec::{with_flags, NodeSpec};
+use crate::node::spec::NodeSpec;
 use crate::node::upstream::Upstream;
 
 /// How long a node that failed to start gets for its clean stop before SIGKILL: a
@@ -54,9 +54,9 @@ impl Node {
     ) -> Result<(Self, String), String> {
         let erigon = Child::spawn(Command {
             name: "erigon",
-            program: &spec.erigon,
+            program: spec.erigon(),
             key: "erigon_path",
-            args: with_flags(spec.erigon_flags(), &spec.erigon_args),
+            args: spec.erigon_command(),
             log: spec.open_log("erigon")?,
             lock_fd,
         })?;
@@ -71,9 +71,9 @@ impl Node {
         let rpcdaemon = match spec.open_log("rpcdaemon").and_then(|log| {
             Child::spawn(Command {
                 name: "rpcdaemon",
-                program: &spec.rpcdaemon,
+                program: spec.rpcdaemon(),
                 key: "rpcdaemon_path",
-                args: with_flags(spec.rpcdaemon_flags(), &spec.rpcdaemon_args),
+                args: spec.rpcdaemon_command(),
                 log,
                 lock_fd,
             })
@@ -85,8 +85,8 @@ impl Node {
             }
         };
         let node = Self { erigon, rpcdaemon };
-        let rpc = JsonRpc::new(Arc::new(Upstream::local(spec.rpc)));
-        let waiting = node.wait_ready(&rpc, &spec.network, deadline);
+        let rpc = JsonRpc::new(Arc::new(Upstream::local(spec.rpc())));
+        let waiting = node.wait_ready(&rpc, spec.network(), deadline);
         let ready = cancel.unless("waiting for rpcdaemon", waiting).await;
         match ready {
             Ok(chain_id) => Ok((node, chain_id)),

@@ -3,14 +3,22 @@
 //! per-network isolation, so the operator's extra arguments may not repeat them.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::logging::RotatingLog;
 use crate::node::network::Network;
 
-/// Everything needed to run one network's node, built by the configuration.
+/// Everything needed to run one network's node. Built only by [`NodeSpec::new`],
+/// so a spec whose extra arguments repeat a flag the runtime manages (and with it
+/// the per-network isolation) cannot exist.
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
+    parts: NodeParts,
+}
+
+/// A node's spec as the configuration gathers it; [`NodeSpec::new`] checks it.
+#[derive(Clone, Debug)]
+pub struct NodeParts {
     pub network: Network,
     pub erigon: PathBuf,
     pub rpcdaemon: PathBuf,
@@ -23,7 +31,7 @@ pub struct NodeSpec {
     pub rpc: SocketAddr,
     pub http_api: Vec<String>,
     pub http_vhosts: Vec<String>,
-    /// The operator's extra flags, already checked against the managed ones.
+    /// The operator's extra flags (`erigon_args`, `rpcdaemon_args`).
     pub erigon_args: Vec<String>,
     pub rpcdaemon_args: Vec<String>,
     pub bounds: CallBounds,
@@ -94,18 +102,60 @@ pub fn refuse_managed(key: &str, args: &[String], managed: &[&str]) -> Result<()
 }
 
 impl NodeSpec {
+    /// The spec of `parts`, refused (naming the key) when an extra argument
+    /// repeats a managed flag.
+    pub fn new(parts: NodeParts) -> Result<NodeSpec, String> {
+        refuse_managed("erigon_args", &parts.erigon_args, &ERIGON_FLAGS)?;
+        refuse_managed("rpcdaemon_args", &parts.rpcdaemon_args, &RPCDAEMON_FLAGS)?;
+        Ok(NodeSpec { parts })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.parts.network
+    }
+
+    pub fn erigon(&self) -> &Path {
+        &self.parts.erigon
+    }
+
+    pub fn rpcdaemon(&self) -> &Path {
+        &self.parts.rpcdaemon
+    }
+
+    pub fn rpc(&self) -> SocketAddr {
+        self.parts.rpc
+    }
+
+    pub fn datadir(&self) -> &Path {
+        &self.parts.datadir
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.parts.log_dir
+    }
+
+    /// erigon's whole command line: the managed flags, then the operator's.
+    pub fn erigon_command(&self) -> Vec<String> {
+        with_flags(self.erigon_flags(), &self.parts.erigon_args)
+    }
+
+    /// rpcdaemon's whole command line: the managed flags, then the operator's.
+    pub fn rpcdaemon_command(&self) -> Vec<String> {
+        with_flags(self.rpcdaemon_flags(), &self.parts.rpcdaemon_args)
+    }
+
     pub fn private_api(&self) -> SocketAddr {
         SocketAddr::new(
             IpAddr::from([127, 0, 0, 1]),
-            self.network.ports().private_api,
+            self.parts.network.ports().private_api,
         )
     }
 
     pub fn erigon_flags(&self) -> [(&'static str, String); 11] {
-        let p = self.network.ports();
+        let p = self.parts.network.ports();
         [
-            ("--chain", self.network.chain().to_string()),
-            ("--datadir", self.datadir.display().to_string()),
+            ("--chain", self.parts.network.chain().to_string()),
+            ("--datadir", self.parts.datadir.display().to_string()),
             ("--http", "false".to_string()),
             ("--port", p.p2p.to_string()),
             ("--p2p.allowed-ports", p.p2p_allowed()),
@@ -119,16 +169,16 @@ impl NodeSpec {
     }
 
     pub fn rpcdaemon_flags(&self) -> [(&'static str, String); 12] {
-        let b = &self.bounds;
+        let b = &self.parts.bounds;
         [
-            ("--datadir", self.datadir.display().to_string()),
+            ("--datadir", self.parts.datadir.display().to_string()),
             ("--private.api.addr", self.private_api().to_string()),
-            ("--http.addr", self.rpc.ip().to_string()),
-            ("--http.port", self.rpc.port().to_string()),
-            ("--http.api", self.http_api.join(",")),
-            ("--http.vhosts", self.http_vhosts.join(",")),
+            ("--http.addr", self.parts.rpc.ip().to_string()),
+            ("--http.port", self.parts.rpc.port().to_string()),
+            ("--http.api", self.parts.http_api.join(",")),
+            ("--http.vhosts", self.parts.http_vhosts.join(",")),
             ("--ws", "true".to_string()),
-            ("--ws.port", self.rpc.port().to_string()),
+            ("--ws.port", self.parts.rpc.port().to_string()),
             // A Go duration.
             ("--rpc.evmtimeout", format!("{}ms", b.evm_timeout_ms)),
             ("--rpc.gascap", b.gas_cap.to_string()),
@@ -139,9 +189,9 @@ impl NodeSpec {
 
     pub fn open_log(&self, name: &str) -> Result<RotatingLog, String> {
         RotatingLog::open(
-            &self.log_dir.join(format!("{name}.log")),
-            self.log_max_bytes,
-            self.log_files,
+            &self.parts.log_dir.join(format!("{name}.log")),
+            self.parts.log_max_bytes,
+            self.parts.log_files,
         )
     }
 }
@@ -163,8 +213,8 @@ mod tests {
     use super::*;
     use crate::node::network::test_network;
 
-    fn spec() -> NodeSpec {
-        NodeSpec {
+    fn parts() -> NodeParts {
+        NodeParts {
             network: test_network("dev", 5),
             erigon: "/opt/erigon".into(),
             rpcdaemon: "/opt/rpcdaemon".into(),
@@ -186,6 +236,28 @@ mod tests {
         }
     }
 
+    fn spec() -> NodeSpec {
+        NodeSpec::new(parts()).unwrap()
+    }
+
+    #[test]
+    fn a_spec_whose_extra_arguments_repeat_a_managed_flag_cannot_be_built() {
+        let mut p = parts();
+        p.erigon_args.push("--datadir=/elsewhere".into());
+        let err = NodeSpec::new(p).unwrap_err();
+        assert!(
+            err.contains("key `erigon_args`: \"--datadir\" is set by the runtime"),
+            "{err}"
+        );
+        let mut p = parts();
+        p.rpcdaemon_args.push("--http.port=1".into());
+        let err = NodeSpec::new(p).unwrap_err();
+        assert!(
+            err.contains("key `rpcdaemon_args`: \"--http.port\""),
+            "{err}"
+        );
+    }
+
     #[test]
     fn every_managed_flag_is_set_and_listed_as_managed() {
         let spec = spec();
@@ -198,12 +270,12 @@ mod tests {
     #[test]
     fn flags_carry_the_network_ports_and_the_operator_extras_last() {
         let spec = spec();
-        let args = with_flags(spec.erigon_flags(), &spec.erigon_args);
+        let args = spec.erigon_command();
         assert_eq!(args[0], "--chain=dev");
         assert!(args.contains(&"--port=30403".to_string()), "{args:?}");
         assert!(args.contains(&"--private.api.addr=127.0.0.1:30410".to_string()));
         assert_eq!(args.last().map(String::as_str), Some("--prune.mode=full"));
-        let args = with_flags(spec.rpcdaemon_flags(), &spec.rpcdaemon_args);
+        let args = spec.rpcdaemon_command();
         assert!(args.contains(&"--http.port=8560".to_string()), "{args:?}");
         assert!(args.contains(&"--ws.port=8560".to_string()), "{args:?}");
         assert!(

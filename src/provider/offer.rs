@@ -53,7 +53,7 @@ pub async fn template(config: &Config) -> Value {
     });
     if let Some(map) = properties.as_object_mut() {
         for network in &all {
-            let limits = config.limits(network);
+            let limits = config.limits(network).raw();
             for (name, value) in [
                 ("calls-per-sec", limits.calls_per_sec),
                 ("burst", limits.burst),

@@ -101,13 +101,14 @@ pub async fn open(
             (Backend::Shared, chain_id)
         }
         Mode::Managed => {
+            // Checked when the configuration loaded: a refusal here takes nothing.
+            let spec = config.node_spec(&network).map_err(at("node"))?;
             let lock_path = NetworkLock::path_for(config.data_dir(), &network);
             let acquire = NetworkLock::acquire(&lock_path, &network, activity, deadline);
             let lock = cancel
                 .unless("waiting for the network", acquire)
                 .await
                 .map_err(at("network_busy"))?;
-            let spec = config.node_spec(&network);
             let (node, chain_id) = Node::start(&spec, lock.raw_fd(), deadline, cancel)
                 .await
                 .map_err(at("node"))?;
@@ -179,7 +180,8 @@ async fn open_gateway(config: &Config, network: &Network) -> Result<(String, Gat
             );
         }
         let user = new_user(network, number);
-        match Gateway::start(config.gateway_spec(network, &user, number), seat).await {
+        let spec = config.gateway_spec(network, &user, number)?;
+        match Gateway::start(spec, seat).await {
             Ok(gateway) => return Ok((user, gateway)),
             Err(e) => last = e,
         }
