@@ -164,10 +164,10 @@ fn port_from_number_or_string<'de, D: Deserializer<'de>>(de: D) -> Result<u16, D
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| bad(n.to_string())),
-        NumberOrText::Text(s) => s
-            .trim()
-            .parse::<u16>()
-            .ok()
+        // Digits only: `parse` would also take a leading `+`.
+        NumberOrText::Text(s) => Some(s.as_str())
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u16>().ok())
             .filter(|p| *p != 0)
             .ok_or_else(|| bad(format!("\"{}\"", printable(&s)))),
     }

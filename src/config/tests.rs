@@ -116,6 +116,16 @@ fn every_bad_value_names_its_key_and_what_is_accepted() {
         (json!({"erigon_http_port": "80a"}), "\"80a\" is not a port"),
         (json!({"erigon_http_port": 70000}), "70000 is not a port"),
         (json!({"erigon_http_port": 0}), "0 is not a port"),
+        (json!({"erigon_http_port": "+8555"}), "\"+8555\" is not a port"),
+        (json!({"erigon_http_port": " 8555"}), "\" 8555\" is not a port"),
+        (json!({"seats": 1025}), "key `seats`"),
+        (json!({"port_base": 0}), "key `port_base`"),
+        (json!({"public_addr": "http://x/?a=1"}), "key `public_addr`"),
+        (json!({"rpc_returndata_bytes": 999}), "key `rpc_returndata_bytes`"),
+        (
+            json!({"erigon_args": ["-datadir=/x"]}),
+            "key `erigon_args`: \"-datadir\" is set by the runtime",
+        ),
         (
             json!({"data_dir": "data"}),
             "key `data_dir`: \"data\" is a relative path",

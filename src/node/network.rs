@@ -220,7 +220,7 @@ impl Networks {
         http_port: u16,
     ) -> Result<Self, String> {
         if specs.is_empty() {
-            return Err("`networks` is empty; list at least one network".into());
+            return Err("key `networks` is empty; accepted: at least one network".into());
         }
         let mut seen: BTreeMap<u16, &str> = BTreeMap::new();
         let mut by_name = BTreeMap::new();
@@ -228,27 +228,31 @@ impl Networks {
             let slot = spec.slot;
             if !is_valid_name(name) {
                 return Err(format!(
-                    "`networks.{}`: a network name is 1 to 32 characters of a-z, 0-9 and '-', starting with a letter or digit",
+                    "key `networks.{}`: not a network name; accepted: 1 to 32 characters of a-z, 0-9 and '-', starting with a letter or digit",
                     printable(name)
                 ));
             }
             if let Some(chain) = spec.chain.as_deref().filter(|c| !is_valid_name(c)) {
                 return Err(format!(
-                    "`networks.{name}.chain`: \"{}\" is not a chain name; accepted: 1 to 32 characters of a-z, 0-9 and '-'",
+                    "key `networks.{name}.chain`: \"{}\" is not a chain name; accepted: 1 to 32 characters of a-z, 0-9 and '-', starting with a letter or digit",
                     printable(chain)
                 ));
             }
             if let Some(other) = seen.insert(slot, name) {
                 return Err(format!(
-                    "`networks.{name}.slot` is {slot}, the same as `networks.{other}.slot`; every network needs its own slot"
+                    "key `networks.{name}.slot` is {slot}, the same as `networks.{other}.slot`; accepted: a slot no other network has"
                 ));
             }
             let ports = Ports::new(slot, port_base, http_port).map_err(|e| match e {
+                PortsError::Slot => format!(
+                    "key `networks.{name}.slot` is {slot}; accepted: 0 to {}",
+                    super::ports::MAX_SLOT
+                ),
                 PortsError::Node => format!(
-                    "`networks.{name}.slot` is {slot}: with `port_base` {port_base} its ports would pass 65535; use a smaller slot or port_base"
+                    "key `networks.{name}.slot` is {slot}: with `port_base` {port_base} its ports would pass 65535; accepted: a slot whose ports, `port_base` + 20 × slot + 19, stay within 65535 (or a smaller `port_base`)"
                 ),
                 PortsError::Http => format!(
-                    "`networks.{name}.slot` is {slot}: `erigon_http_port` {http_port} + slot passes 65535"
+                    "key `networks.{name}.slot` is {slot}: `erigon_http_port` {http_port} + slot passes 65535; accepted: a slot that keeps it within 65535 (or a smaller `erigon_http_port`)"
                 ),
             })?;
             let network = Network {
@@ -269,7 +273,7 @@ impl Networks {
         let http_range = (u32::from(http_port), u32::from(http_port) + max_slot);
         if http_range.0 <= erigon_range.1 && erigon_range.0 <= http_range.1 {
             return Err(format!(
-                "`erigon_http_port` range {}-{} overlaps the node ports {}-{} derived from `port_base`; move one of them",
+                "key `erigon_http_port`: its range {}-{} overlaps the node ports {}-{} derived from `port_base`; accepted: ports outside that range (move one of them)",
                 http_range.0, http_range.1, erigon_range.0, erigon_range.1
             ));
         }
@@ -400,6 +404,8 @@ mod tests {
         assert!(new(&[("Main Net", 0)], 30303, 8555).contains("a-z"));
         assert!(new(&[("a", 0)], 8550, 8555).contains("overlaps"));
         assert!(new(&[("a", 900)], 60000, 8555).contains("65535"));
+        assert!(new(&[("a", 1000)], 1000, 2000)
+            .contains("key `networks.a.slot` is 1000; accepted: 0 to 999"));
     }
 
     /// `slot + 1` in u16 once panicked here in a debug build; every edge now gives an

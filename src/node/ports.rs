@@ -11,7 +11,7 @@ pub const SLOT_STRIDE: u16 = 20;
 const P2P_PORTS: u16 = 5;
 /// Slots above this would only matter for a provider with a thousand networks; the
 /// bound keeps every port computation far from u16's edge.
-const MAX_SLOT: u16 = 999;
+pub const MAX_SLOT: u16 = 999;
 
 /// Every port one network's node listens on, computed once when the network is
 /// validated, so two networks can only collide if their slots do, which
@@ -31,6 +31,8 @@ pub struct Ports {
 
 /// Which range a slot pushed past 65535: erigon's own ports, or rpcdaemon's.
 pub enum PortsError {
+    /// Above `MAX_SLOT`.
+    Slot,
     Node,
     Http,
 }
@@ -40,7 +42,7 @@ impl Ports {
     #[allow(clippy::arithmetic_side_effects)]
     pub fn new(slot: u16, port_base: u16, http_port: u16) -> Result<Self, PortsError> {
         if slot > MAX_SLOT {
-            return Err(PortsError::Node);
+            return Err(PortsError::Slot);
         }
         // In u32, where no sum of these u16 values can overflow; each port is then
         // checked back into u16.

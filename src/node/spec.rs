@@ -89,11 +89,14 @@ pub const RPCDAEMON_FLAGS: [&str; 12] = [
 /// Refuses operator arguments that would override a managed flag; `key` is the
 /// configuration key they came from.
 pub fn refuse_managed(key: &str, args: &[String], managed: &[&str]) -> Result<(), String> {
-    for arg in args {
+    // Go's flag parsing (urfave/cli) reads `-datadir` as `--datadir`: compare the
+    // names without their dashes.
+    let name = |flag: &str| flag.trim_start_matches('-').to_owned();
+    for arg in args.iter().filter(|a| a.starts_with('-')) {
         let flag = arg.split('=').next().unwrap_or_default();
-        if managed.contains(&flag) {
+        if managed.iter().any(|m| name(m) == name(flag)) {
             return Err(format!(
-                "key `{key}`: \"{flag}\" is set by the runtime for each network and cannot be overridden; managed flags: {}",
+                "key `{key}`: \"{flag}\" is set by the runtime for each network and cannot be overridden; accepted: flags other than the managed ones, in -flag or --flag form: {}",
                 managed.join(" ")
             ));
         }
@@ -293,8 +296,21 @@ mod tests {
         let err =
             refuse_managed("erigon_args", &["--datadir=/x".into()], &ERIGON_FLAGS).unwrap_err();
         assert!(err.contains("key `erigon_args`: \"--datadir\""), "{err}");
-        assert!(
-            refuse_managed("erigon_args", &["--prune.mode=full".into()], &ERIGON_FLAGS).is_ok()
-        );
+        let err =
+            refuse_managed("erigon_args", &["-datadir=/x".into()], &ERIGON_FLAGS).unwrap_err();
+        assert!(err.contains("key `erigon_args`: \"-datadir\""), "{err}");
+        let err = refuse_managed(
+            "rpcdaemon_args",
+            &["-http.port".into(), "1".into()],
+            &RPCDAEMON_FLAGS,
+        )
+        .unwrap_err();
+        assert!(err.contains("\"-http.port\""), "{err}");
+        assert!(refuse_managed(
+            "erigon_args",
+            &["--prune.mode=full".into(), "datadir".into()],
+            &ERIGON_FLAGS
+        )
+        .is_ok());
     }
 }
