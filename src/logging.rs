@@ -5,7 +5,7 @@
 //!
 //! No log is written on the thread that serves the activity's calls: the runtime's
 //! own records go through a bounded queue to a thread of their own (`Spool`), and
-//! each child's output is copied by threads of its own (see `child`). A disk that
+//! each child's output is copied by threads of its own (see `node::child`). A disk that
 //! stalls then delays the log, never a call; past the queue, records are dropped and
 //! the log says how much was.
 

@@ -1,5 +1,5 @@
 //! Children are spawned from this thread, which lives as long as the process: their
-//! PR_SET_PDEATHSIG fires when the spawning thread exits (see `node`).
+//! PR_SET_PDEATHSIG fires when the spawning thread exits (see `node::child`).
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {

@@ -23,8 +23,8 @@ use crate::node::network::Network;
 use crate::owner::Owner;
 
 /// Random part of a username: 16 of [a-z0-9] is 82 bits, so two activities never draw
-/// the same name in practice, and `issue` refuses the draw that does (a socket name still in use is drawn again, see `session`). nginx's map
-/// (see `nginx`) matches exactly this length.
+/// the same name in practice, and `issue` refuses the draw that does (a socket name still in use is drawn again, see `runtime::session`). nginx's map
+/// (see `provider::nginx`) matches exactly this length.
 pub const USER_RANDOM_LEN: usize = 16;
 
 /// A password that never prints itself.

@@ -2,7 +2,7 @@
 //! owner record, `<user>.owner`, and its gateway's socket, `<random part>.sock`.
 //!
 //! One file per activity keeps nginx's cost per request flat: its map names the file
-//! from the user (see `nginx`), so a request reads one line however many activities
+//! from the user (see `provider::nginx`), so a request reads one line however many activities
 //! are live. One shared file was read whole on every request: with 10,000 live entries
 //! one activity got 0.054 of its req/s alone.
 //!
@@ -16,8 +16,11 @@
 //! crash between the two leaves at worst a record without an entry, never an entry
 //! nobody will sweep.
 //!
-//! Every call here blocks on the disk; the runtime makes them from tokio's blocking
-//! pool (see `credentials` and `session`).
+//! Every call here blocks on the disk (each new file is fsynced). An activity's own
+//! entries are written, revoked and swept from tokio's blocking pool (see `credentials`
+//! and `session`), so a slow disk never stalls the executor its gateway shares. The
+//! one exception is `ensure_nobody_file`, which deploy and `test` call on the executor:
+//! those invocations serve no gateway, and the file is written once per machine.
 
 use std::fs::File;
 use std::io::{ErrorKind, Write};

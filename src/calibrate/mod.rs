@@ -5,7 +5,7 @@
 //! the node, its disks and its chain: a provider whose eth_getLogs is slow gives it away
 //! at another's price. Timing each method against eth_chainId, which does no work but
 //! the request's own, gives ratios that hold however fast the machine is, and the
-//! operator sees them before deciding to write them (see `units` for where the runtime
+//! operator sees them before deciding to write them (see `config::units` for where the runtime
 //! reads them).
 //!
 //! - `args`: the command line;

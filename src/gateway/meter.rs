@@ -34,7 +34,7 @@ pub struct Bill {
 
 /// The cumulative bill of one gateway, shared with whoever reports it. Plain
 /// atomics: every answer adds to them, so they must cost no lock and wake
-/// nobody; the reporter reads them on its own schedule (see `billing`).
+/// nobody; the reporter reads them on its own schedule (see `provider::billing`).
 #[derive(Clone, Debug, Default)]
 pub struct Ledger(Arc<[AtomicU64; 2]>);
 

@@ -15,7 +15,7 @@
 //!   stall them. A full pipe slows the node's logging instead, as a slow log file
 //!   would if the node wrote it itself;
 //! - only the environment it needs;
-//! - the network lock's descriptor (see `netlock`).
+//! - the network lock's descriptor (see `node::lock`).
 
 use std::io::Read;
 use std::os::fd::{OwnedFd, RawFd};

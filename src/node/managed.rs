@@ -1,7 +1,7 @@
 //! A network's node: `erigon` (the chain) and `rpcdaemon` (JSON-RPC over HTTP and
 //! WebSocket), started in order, watched, and stopped with Erigon's clean signal.
 //!
-//! The configuration builds a [`NodeSpec`] (see `nodespec`, which knows Erigon's flags);
+//! The configuration builds a [`NodeSpec`] (see `node::spec`, which knows Erigon's flags);
 //! this module knows the start-up order, and nothing about the configuration file.
 
 use std::net::SocketAddr;

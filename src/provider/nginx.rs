@@ -9,9 +9,9 @@
 //!
 //! The maps are the only gate between a name a requestor sends and a path nginx opens
 //! or connects to. They accept exactly the names the runtime issues
-//! (`<network>-[<seat>-]<16 of [a-z0-9]>`, see `credentials`), of the network the request is
+//! (`<network>-[<seat>-]<16 of [a-z0-9]>`, see `access::credentials`), of the network the request is
 //! for, anchored with `\z` (PCRE's `$` also matches before a final newline). Such a
-//! user is checked against its activity's own file (see `htpasswd`), a read of one
+//! user is checked against its activity's own file (see `access::htpasswd`), a read of one
 //! line whatever the number of activities; anything else is checked against an empty
 //! file, and is refused with 401 like a wrong password. Only once the password has been
 //! checked (see the site) does the user pick the gateway: its seat's upstream block, to
