@@ -2,6 +2,16 @@
 //! provider whose shared network is served by anvil (a real Ethereum node, from npm),
 //! and the runtime's own `offer-template` reading what it wrote.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;
@@ -31,7 +41,7 @@ fn provider() -> Provider {
 /// anvil on `provider`'s devnet port, with a block holding a transaction, so that
 /// the transaction methods have parameters.
 async fn node(provider: &Provider) -> Anvil {
-    let anvil = Anvil::start(provider.http_port, &[]).await;
+    let anvil = Anvil::builder().port(provider.http_port).start().await;
     let accounts = rpc(&anvil, "eth_accounts", json!([])).await;
     let transfer = json!([{"from": accounts[0], "to": accounts[1], "value": "0x1"}]);
     rpc(&anvil, "eth_sendTransaction", transfer).await;

@@ -2,12 +2,22 @@
 //! the shipped site, the runtime binary with its gateway, and anvil (a real Ethereum
 //! JSON-RPC node, from npm) as the operator's shared node.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use harness::anvil::Anvil;
 use harness::exeunit::creds;
-use harness::nginx::{free_port, prepare_auth_dir};
+use harness::process::eventually;
 use harness::provider::Provider;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -21,24 +31,31 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// anvil on `port`, answering as the dev chain (1337) and mining a block a second.
 async fn anvil(port: u16) -> Anvil {
-    Anvil::start(port, &["--chain-id", "1337", "--block-time", "1"]).await
+    Anvil::builder()
+        .port(port)
+        .chain_id(1337)
+        .block_time(1)
+        .start()
+        .await
 }
 
-/// A provider whose `dev` network is shared, served by anvil as the operator's node,
-/// behind the real nginx with `workers` worker processes.
+/// A provider whose `dev` network is shared (plus `overrides`), served by anvil as the
+/// operator's node, behind the real nginx with `workers` worker processes.
 async fn shared_anvil_behind_nginx(
     workers: &'static str,
+    overrides: Value,
 ) -> (Provider, Anvil, harness::nginx::Nginx) {
-    let port = free_port();
-    let provider = Provider::new(json!({
-        "public_addr": format!("http://127.0.0.1:{port}"),
+    let mut config = json!({
         "networks": {"dev": {"slot": 0, "mode": "shared"}},
         "default_network": "dev"
-    }));
+    });
+    if let (Some(c), Some(o)) = (config.as_object_mut(), overrides.as_object()) {
+        c.extend(o.clone());
+    }
+    let provider = Provider::behind_nginx(config);
     let node = anvil(provider.http_port).await;
-    prepare_auth_dir(provider.root.path());
     provider.deploy_ok();
-    let nginx = provider.nginx(port).workers(workers).start();
+    let nginx = provider.site().workers(workers).start();
     (provider, node, nginx)
 }
 
@@ -90,7 +107,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 #[tokio::test]
 async fn calls_are_billed_exactly_strangers_cost_nothing_and_a_stop_ends_every_connection() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let (provider, _node, nginx) = shared_anvil_behind_nginx("1").await;
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("1", json!({})).await;
     let url = nginx.url("/dev");
     let (a, b) = tokio::join!(provider.start_on("a", "dev"), provider.start_on("b", "dev"));
     let (ua, pa) = creds(&a.ready_status().await);
@@ -312,7 +329,7 @@ async fn a_flooding_neighbour_does_not_starve_another_activity() {
     let _turn = ONE_AT_A_TIME.lock().await;
     const CALLS: usize = 200;
     // As Debian's nginx.conf runs it: a worker per core.
-    let (provider, _node, nginx) = shared_anvil_behind_nginx("auto").await;
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("auto", json!({})).await;
     let url = nginx.url("/dev");
     let (greedy, neighbour) = tokio::join!(
         provider.start_on("greedy", "dev"),
@@ -393,7 +410,7 @@ async fn floods_add_at_most_6_mb_to_a_runtime_and_bill_exactly_the_calls_answere
     let _turn = ONE_AT_A_TIME.lock().await;
     const PHASE: Duration = Duration::from_secs(2);
     const GROWTH_KIB: u64 = 6 * 1024;
-    let (provider, _node, nginx) = shared_anvil_behind_nginx("1").await;
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("1", json!({})).await;
     let url = nginx.url("/dev");
     let a = provider.start_on("a", "dev").await;
     let (user, password) = creds(&a.ready_status().await);
@@ -624,7 +641,7 @@ async fn subscribed_websocket(
 #[tokio::test]
 async fn a_killed_runtime_serves_nothing_more_and_the_next_start_sweeps_its_password() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let (provider, _node, nginx) = shared_anvil_behind_nginx("1").await;
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("1", json!({})).await;
     let url = nginx.url("/dev");
     let a = provider.start_on("a", "dev").await;
     let (ua, pa) = creds(&a.ready_status().await);
@@ -706,17 +723,7 @@ fn connections_to(socket: &std::path::Path) -> usize {
 #[tokio::test]
 async fn seats_keep_nginx_connections_alive_and_serve_only_their_holder() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let port = free_port();
-    let provider = Provider::new(json!({
-        "public_addr": format!("http://127.0.0.1:{port}"),
-        "networks": {"dev": {"slot": 0, "mode": "shared"}},
-        "default_network": "dev",
-        "seats": 1
-    }));
-    let _node = anvil(provider.http_port).await;
-    prepare_auth_dir(provider.root.path());
-    provider.deploy_ok();
-    let nginx = provider.nginx(port).workers("1").start();
+    let (provider, _node, nginx) = shared_anvil_behind_nginx("1", json!({"seats": 1})).await;
     let url = nginx.url("/dev");
     let a = provider.start_on("a", "dev").await;
     let (ua, pa) = creds(&a.ready_status().await);
@@ -786,9 +793,11 @@ async fn seats_keep_nginx_connections_alive_and_serve_only_their_holder() {
 /// Waits (at most 5 s, else fails with `what`) until no connection to `socket` is left
 /// in the kernel's table: a close shows there once both ends have run it.
 async fn until_closed(socket: &std::path::Path, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while connections_to(socket) > 0 {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(what, Duration::from_secs(5), || {
+        match connections_to(socket) {
+            0 => Ok(()),
+            n => Err(format!("{n} still open")),
+        }
+    })
+    .await;
 }

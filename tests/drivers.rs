@@ -2,10 +2,20 @@
 //! debugger's terminal sends, a supervisor that vanishes while the start still waits
 //! for the node, and a supervisor whose input closes while the node is stopping.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use harness::process::{alive, gone_within, reaped_within, send};
+use harness::process::{alive, eventually, gone_within, reaped_within, send};
 use harness::provider::{htpasswd_verifies, Provider};
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -125,20 +135,17 @@ async fn a_supervisor_vanishing_mid_start_leaves_nothing_and_frees_the_network()
     let mut supervisor = supervisor.spawn().unwrap();
     let shell = supervisor.id().unwrap();
     // The start is waiting for rpcdaemon once the stand-in has recorded itself.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (erigon, rpcdaemon) = loop {
-        if let (Some(e), Some(r)) = (
-            provider.standin_pid("dev", "erigon"),
-            provider.standin_pid("dev", "rpcdaemon"),
-        ) {
-            break (e, r);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the start never reached rpcdaemon"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (erigon, rpcdaemon) = eventually(
+        "the start reaches rpcdaemon",
+        Duration::from_secs(20),
+        || {
+            Some((
+                provider.standin_pid("dev", "erigon")?,
+                provider.standin_pid("dev", "rpcdaemon")?,
+            ))
+        },
+    )
+    .await;
     let (sleeper, runtime) = shell_children(shell);
     // Should an assertion fail, nothing of this test may outlive it.
     let _cleanup = KillOnDrop(vec![sleeper, runtime, erigon, rpcdaemon]);
@@ -214,11 +221,10 @@ async fn end_of_input_runs_the_bounded_stop_before_exiting() {
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     let mut runtime = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while provider.entries("dev").is_empty() {
-        assert!(Instant::now() < deadline, "start did not issue credentials");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("start issues credentials", Duration::from_secs(20), || {
+        !provider.entries("dev").is_empty()
+    })
+    .await;
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
     assert!(alive(erigon), "the node runs before the input closes");
     drop(runtime.stdin.take());

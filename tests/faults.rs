@@ -1,10 +1,20 @@
 //! Faults and hostile input, made to happen for real against the built binary.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harness::nginx::is_root;
-use harness::process::{alive, gone_within, send};
+use harness::process::{alive, eventually, gone_within, send};
 use harness::provider::{htpasswd_verifies, Provider};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -361,14 +371,10 @@ async fn the_exeunit_vanishing_revokes_and_takes_the_node_down() {
         .kill_on_drop(true);
     let mut runtime = cmd.spawn().unwrap();
     // No protocol client here: the entry appearing is the sign that start finished.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while provider.entries("dev").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "start did not issue credentials"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("start issues credentials", Duration::from_secs(20), || {
+        !provider.entries("dev").is_empty()
+    })
+    .await;
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
     assert!(alive(erigon));
     drop(runtime.stdin.take());
@@ -394,10 +400,7 @@ async fn the_exeunit_vanishing_revokes_and_takes_the_node_down() {
 #[tokio::test]
 async fn a_node_logging_into_a_stalled_disk_does_not_hold_the_calls() {
     use harness::exeunit::creds;
-    use harness::nginx::{free_port, prepare_auth_dir};
-    let port = free_port();
-    let provider = Provider::new(json!({"public_addr": format!("http://127.0.0.1:{port}")}));
-    prepare_auth_dir(provider.root.path());
+    let provider = Provider::behind_nginx(json!({}));
     provider.set_behaviour("dev", json!({"erigon": {"log_flood": true}}));
     std::fs::write(provider.datadir("dev").join("flood"), b"").unwrap();
     let log_dir = provider.data_dir.join("logs/dev");
@@ -413,7 +416,7 @@ async fn a_node_logging_into_a_stalled_disk_does_not_hold_the_calls() {
         held
     });
     provider.deploy_ok();
-    let nginx = provider.nginx(port).start();
+    let nginx = provider.site().start();
     let activity = provider.start_on("logs", "dev").await;
     let (user, password) = creds(&activity.ready_status().await);
     stalled.recv().unwrap();
@@ -421,25 +424,21 @@ async fn a_node_logging_into_a_stalled_disk_does_not_hold_the_calls() {
     // The stand-in floods from its start: wait until its pipe is full, i.e. its
     // stdout writes block, which /proc shows as the thread's wait channel.
     let erigon = provider.standin_pid("dev", "erigon").unwrap();
-    let blocked = async {
-        loop {
-            let waiting = std::fs::read_dir(format!("/proc/{erigon}/task"))
+    eventually(
+        "the stand-in's output fills its pipe",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_dir(format!("/proc/{erigon}/task"))
                 .into_iter()
                 .flatten()
                 .flatten()
                 .any(|t| {
                     std::fs::read_to_string(t.path().join("wchan"))
                         .is_ok_and(|w| w.contains("pipe_write") || w.contains("pipe_wait"))
-                });
-            if waiting {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), blocked)
-        .await
-        .expect("the stand-in's output never filled its pipe");
+                })
+        },
+    )
+    .await;
     let url = nginx.url("/dev");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for i in 0..20 {

@@ -2,6 +2,16 @@
 //! hostile requestor would: every test compares what the client was served
 //! with what was billed.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use harness::anvil::Anvil;
+use harness::process::eventually;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, StatusCode};
@@ -24,7 +35,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
 use ya_runtime_erigon::gateway::{
-    Bill, Gateway, GatewaySpec, Limits, Policy, Weights, IDLE_SECS, NOTIFICATION, USER_HEADER,
+    Bill, Gateway, GatewaySpec, Limits, Policy, RawLimits, Weights, IDLE_SECS, NOTIFICATION,
+    USER_HEADER,
 };
 use ya_runtime_erigon::node::upstream::Upstream;
 
@@ -40,36 +52,72 @@ fn ws_request() -> tokio_tungstenite::tungstenite::handshake::client::Request {
     request
 }
 
-/// anvil on a free loopback port.
-async fn anvil(extra: &[&str]) -> Anvil {
-    Anvil::start(0, extra).await
-}
-
+/// A gateway in this process, on a socket in a folder of its own, in front of
+/// `upstream` (and holding the anvil there, if it was started for it).
 struct Setup {
     gateway: Gateway,
     socket: PathBuf,
+    upstream: SocketAddr,
+    _node: Option<Anvil>,
     _dir: tempfile::TempDir,
 }
 
+/// A gateway with `limits` and `weights` in front of `upstream` (a relay, a node
+/// that misbehaves on purpose, or nothing at all).
 async fn gateway(upstream: SocketAddr, limits: Limits, weights: Weights) -> Setup {
     let dir = tempfile::tempdir().expect("a temp dir");
     let socket = dir.path().join("gw.sock");
-    let spec = GatewaySpec {
-        socket: socket.clone(),
-        upstream: Arc::new(Upstream::local(upstream)),
-        limits,
-        weights,
-        policy: Policy::default(),
-        user: USER.into(),
-    };
-    let gateway = Gateway::start(spec, None)
+    let gateway = Gateway::start(spec(&socket, upstream, limits, weights), None)
         .await
         .expect("the gateway starts");
     Setup {
         gateway,
         socket,
+        upstream,
+        _node: None,
         _dir: dir,
     }
+}
+
+/// The gateway of [`USER`] on `socket`, in front of `upstream`, with the default policy.
+fn spec(socket: &Path, upstream: SocketAddr, limits: Limits, weights: Weights) -> GatewaySpec {
+    GatewaySpec::new(
+        socket.to_path_buf(),
+        USER.into(),
+        Arc::new(Upstream::local(upstream)),
+        limits,
+        weights,
+        Policy::default(),
+    )
+    .unwrap()
+}
+
+/// `raw` checked as the configuration's loader checks the limits it reads.
+fn checked(raw: RawLimits) -> Limits {
+    Limits::new(&raw, "limits").expect("the test's limits are valid")
+}
+
+/// What most tests here start from: a gateway with `limits` and `weights` in front of
+/// an anvil of its own, on a free port.
+async fn on_anvil(limits: Limits, weights: Weights) -> Setup {
+    on(Anvil::start().await, limits, weights).await
+}
+
+/// [`on_anvil`] with an anvil started otherwise (one that mines a block a second).
+async fn on(node: Anvil, limits: Limits, weights: Weights) -> Setup {
+    let mut setup = gateway(node.addr, limits, weights).await;
+    setup._node = Some(node);
+    setup
+}
+
+/// A gateway with `limits` and `weights` in front of a [`Relay`] to an anvil of its
+/// own, which counts the connections to the node.
+async fn relayed(limits: Limits, weights: Weights) -> (Setup, Relay) {
+    let node = Anvil::start().await;
+    let relay = relay(node.addr).await;
+    let mut setup = gateway(relay.addr, limits, weights).await;
+    setup._node = Some(node);
+    (setup, relay)
 }
 
 /// One keep-alive HTTP/1.1 connection to the gateway.
@@ -181,8 +229,7 @@ fn assert_refused(a: &Answer, limit: &str, calls: usize) {
 
 #[tokio::test]
 async fn http_bills_each_answered_call_and_nothing_else() {
-    let node = anvil(&[]).await;
-    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let gw = on_anvil(Limits::default(), Weights::default()).await;
     let mut c = connect(&gw.socket).await;
 
     let a = c.post(call(1, "eth_chainId").to_string()).await;
@@ -253,13 +300,12 @@ async fn http_bills_each_answered_call_and_nothing_else() {
 
 #[tokio::test]
 async fn weights_price_methods() {
-    let node = anvil(&[]).await;
     let mut weights = Weights {
         default: 2,
         ..Weights::default()
     };
     weights.methods.insert("eth_getBalance".into(), 5);
-    let gw = gateway(node.addr, Limits::default(), weights).await;
+    let gw = on_anvil(Limits::default(), weights).await;
     let mut ws = websocket(&gw.socket).await;
     let mut c = connect(&gw.socket).await;
     let balance = json!({"jsonrpc":"2.0","id":1,"method":"eth_getBalance",
@@ -283,13 +329,12 @@ async fn weights_price_methods() {
 
 #[tokio::test]
 async fn a_flood_over_the_rate_is_refused_and_billing_equals_the_calls_served() {
-    let node = anvil(&[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         calls_per_sec: 100,
         burst: 100,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
     let mut clients = Vec::new();
     for i in 0..8u64 {
         let socket = gw.socket.clone();
@@ -349,10 +394,10 @@ async fn stalled_node() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>
 #[tokio::test]
 async fn calls_in_flight_are_limited_and_a_stop_drops_them_unanswered() {
     let (addr, mut accepted) = stalled_node().await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         in_flight: 2,
-        ..Limits::default()
-    };
+        ..RawLimits::default()
+    });
     let gw = gateway(addr, limits, Weights::default()).await;
     let mut hung = Vec::new();
     // The first call waits for the node's head, the second for the rest of
@@ -432,12 +477,11 @@ async fn a_failing_node_bills_nothing() {
 
 #[tokio::test]
 async fn bodies_over_the_size_limit_are_refused_unread() {
-    let node = anvil(&[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         body_bytes: 1000,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
     let mut c = connect(&gw.socket).await;
     let one = call(1, "eth_chainId").to_string();
     let exact = format!("{one:<1000}");
@@ -508,14 +552,13 @@ async fn ws_call(ws: &mut Client, request: Value) -> Value {
 
 #[tokio::test]
 async fn websocket_calls_are_billed_and_limited_per_call() {
-    let node = anvil(&[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         batch: 5,
         calls_per_sec: 1,
         burst: 10,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
     let mut ws = websocket(&gw.socket).await;
     assert_eq!(
         ws_call(&mut ws, call(1, "eth_chainId")).await["result"],
@@ -565,12 +608,11 @@ async fn websocket_calls_are_billed_and_limited_per_call() {
 
 #[tokio::test]
 async fn open_websockets_are_limited() {
-    let node = anvil(&[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         websockets: 2,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
     let _a = websocket(&gw.socket).await;
     let _b = websocket(&gw.socket).await;
     let stream = UnixStream::connect(&gw.socket).await.expect("connects");
@@ -640,12 +682,11 @@ async fn close_code(ws: &mut Client) -> Option<CloseCode> {
 /// are never forwarded or billed.
 #[tokio::test]
 async fn websocket_frames_are_relayed_as_rfc_6455_says_and_breaches_close_the_socket() {
-    let node = anvil(&[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         body_bytes: 1000,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
 
     // Three pieces and a Ping between them: one call, one answer, and anvil's Pong.
     let mut ws = websocket(&gw.socket).await;
@@ -729,10 +770,10 @@ async fn websocket_frames_are_relayed_as_rfc_6455_says_and_breaches_close_the_so
 
 #[tokio::test]
 async fn subscriptions_notify_at_their_weight() {
-    let node = anvil(&["--block-time", "1"]).await;
     let mut weights = Weights::default();
     weights.methods.insert(NOTIFICATION.into(), 3);
-    let gw = gateway(node.addr, Limits::default(), weights).await;
+    let mining = Anvil::builder().block_time(1).start().await;
+    let gw = on(mining, Limits::default(), weights).await;
     let mut ws = websocket(&gw.socket).await;
     let sub = ws_call(
         &mut ws,
@@ -772,10 +813,10 @@ async fn subscriptions_notify_at_their_weight() {
 
 #[tokio::test]
 async fn a_stop_closes_keep_alive_connections_and_live_subscriptions() {
-    let node = anvil(&["--block-time", "1"]).await;
     let mut weights = Weights::default();
     weights.methods.insert(NOTIFICATION.into(), 1);
-    let gw = gateway(node.addr, Limits::default(), weights).await;
+    let mining = Anvil::builder().block_time(1).start().await;
+    let gw = on(mining, Limits::default(), weights).await;
     let mut used = connect(&gw.socket).await;
     assert_eq!(
         answered(&used.post(call(1, "eth_chainId").to_string()).await),
@@ -843,8 +884,7 @@ async fn a_stop_closes_keep_alive_connections_and_live_subscriptions() {
 /// nothing for anyone else, on HTTP and WebSocket alike.
 #[tokio::test]
 async fn requests_for_another_user_are_refused_unread_and_unbilled() {
-    let node = anvil(&[]).await;
-    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let gw = on_anvil(Limits::default(), Weights::default()).await;
     let body = call(1, "eth_chainId").to_string();
     for user_line in [
         String::new(),
@@ -940,22 +980,19 @@ async fn idle_connections_and_unfinished_heads_are_closed_and_busy_ones_kept() {
 #[tokio::test]
 async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
     use std::os::unix::fs::PermissionsExt;
-    let node = anvil(&[]).await;
-    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let gw = on_anvil(Limits::default(), Weights::default()).await;
     let mode = std::fs::metadata(&gw.socket)
         .expect("the socket")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o660);
     let again = Gateway::start(
-        GatewaySpec {
-            socket: gw.socket.clone(),
-            upstream: Arc::new(Upstream::local(node.addr)),
-            limits: Limits::default(),
-            weights: Weights::default(),
-            policy: Policy::default(),
-            user: USER.into(),
-        },
+        spec(
+            &gw.socket,
+            gw.upstream,
+            Limits::default(),
+            Weights::default(),
+        ),
         None,
     )
     .await;
@@ -965,7 +1002,7 @@ async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
 
     // A socket file left by a runtime that died is replaced.
     drop(std::os::unix::net::UnixListener::bind(&gw.socket).expect("binds"));
-    let gw2 = gateway_at(&gw.socket, node.addr).await;
+    let gw2 = gateway_at(&gw.socket, gw.upstream).await;
     let mut c = connect(&gw.socket).await;
     assert_eq!(
         answered(&c.post(call(1, "eth_chainId").to_string()).await),
@@ -976,14 +1013,7 @@ async fn the_socket_is_private_and_never_taken_from_a_live_gateway() {
 
 async fn gateway_at(socket: &Path, upstream: SocketAddr) -> Gateway {
     Gateway::start(
-        GatewaySpec {
-            socket: socket.to_path_buf(),
-            upstream: Arc::new(Upstream::local(upstream)),
-            limits: Limits::default(),
-            weights: Weights::default(),
-            policy: Policy::default(),
-            user: USER.into(),
-        },
+        spec(socket, upstream, Limits::default(), Weights::default()),
         None,
     )
     .await
@@ -992,14 +1022,14 @@ async fn gateway_at(socket: &Path, upstream: SocketAddr) -> Gateway {
 
 #[tokio::test]
 async fn connections_past_the_limit_are_turned_away() {
-    let node = anvil(&[]).await;
-    let limits = Limits {
+    // The fewest connections the limits allow: each limit is at least 1.
+    let limits = checked(RawLimits {
         in_flight: 1,
-        websockets: 0,
-        ..Limits::default()
-    };
+        websockets: 1,
+        ..RawLimits::default()
+    });
     let max = limits.connections() as usize;
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+    let gw = on_anvil(limits, Weights::default()).await;
     let mut held = Vec::new();
     for _ in 0..max {
         held.push(connect(&gw.socket).await);
@@ -1020,11 +1050,10 @@ async fn connections_past_the_limit_are_turned_away() {
 
 #[tokio::test]
 async fn bodies_held_at_once_share_a_bounded_budget() {
-    let node = anvil(&[]).await;
     let limits = Limits::default();
-    let (body, budget) = (limits.body_bytes, limits.body_budget());
+    let (body, budget) = (limits.body_bytes(), limits.body_budget());
     let fit = (budget / body) as usize;
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+    let gw = on_anvil(limits, Weights::default()).await;
     // Each announces a full body and sends one byte of it: held while read.
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..=fit {
@@ -1130,9 +1159,7 @@ impl Relay {
 
 #[tokio::test]
 async fn calls_reuse_one_connection_to_the_node() {
-    let node = anvil(&[]).await;
-    let relay = relay(node.addr).await;
-    let gw = gateway(relay.addr, Limits::default(), Weights::default()).await;
+    let (gw, relay) = relayed(Limits::default(), Weights::default()).await;
     let mut c = connect(&gw.socket).await;
     for i in 0..20 {
         assert_eq!(
@@ -1156,9 +1183,7 @@ async fn calls_reuse_one_connection_to_the_node() {
 /// and the call on it is answered and billed once.
 #[tokio::test]
 async fn each_connection_has_its_own_node_connection_parked_when_it_ends() {
-    let node = anvil(&[]).await;
-    let mut relay = relay(node.addr).await;
-    let gw = gateway(relay.addr, Limits::default(), Weights::default()).await;
+    let (gw, mut relay) = relayed(Limits::default(), Weights::default()).await;
     let mut a = connect(&gw.socket).await;
     let mut b = connect(&gw.socket).await;
     for i in 0..3 {
@@ -1175,7 +1200,7 @@ async fn each_connection_has_its_own_node_connection_parked_when_it_ends() {
     relay.until_live(2, "A and B connected").await;
     drop(a.sender);
     let _ = a.task.await;
-    harness::process::eventually(
+    eventually(
         "A's node connection is parked when A ends",
         Duration::from_secs(5),
         || gw.gateway.spare_connections() == 1,
@@ -1214,9 +1239,7 @@ async fn each_connection_has_its_own_node_connection_parked_when_it_ends() {
 /// the client, billed once, and the connection serves the next call.
 #[tokio::test]
 async fn an_answer_larger_than_the_socket_buffer_waits_for_a_slow_reader() {
-    let node = anvil(&[]).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let gw = gateway_process(node.addr, dir.path(), None).await;
+    let gw = gateway_process().await;
     let (read, mut write) = UnixStream::connect(&gw.socket)
         .await
         .expect("connects")
@@ -1235,16 +1258,15 @@ async fn an_answer_larger_than_the_socket_buffer_waits_for_a_slow_reader() {
         "params": [{"to": code, "gas": "0x1c9c380"}, "latest",
                    {code: {"code": "0x621000006000f3"}}]});
     send_raw(&mut write, &big.to_string()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sockets_of(gw.pid) != sockets + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not register its socket for writing within 10 s \
-             ({} sockets, {sockets} before the large answer)",
-            sockets_of(gw.pid)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the gateway registers its socket for writing",
+        Duration::from_secs(10),
+        || match sockets_of(gw.pid) {
+            n if n == sockets + 1 => Ok(()),
+            n => Err(format!("{n} sockets, {sockets} before the large answer")),
+        },
+    )
+    .await;
     let (status, answer) = tokio::time::timeout(Duration::from_secs(10), read_raw(&mut read))
         .await
         .expect("the large answer arrives once read (10 s)");
@@ -1274,9 +1296,7 @@ async fn an_answer_larger_than_the_socket_buffer_waits_for_a_slow_reader() {
 async fn large_answers_to_readers_and_stalled_clients_keep_the_gateway_small() {
     const PHASE: Duration = Duration::from_secs(2);
     const LIMIT_KIB: u64 = 20 * 1024;
-    let node = anvil(&[]).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let gw = gateway_process(node.addr, dir.path(), None).await;
+    let gw = gateway_process().await;
     let code = "0x00000000000000000000000000000000000000aa";
     let big = |id: u64| {
         json!({"jsonrpc": "2.0", "id": id, "method": "eth_call",
@@ -1400,64 +1420,70 @@ fn sockets_of(pid: u32) -> usize {
         .count()
 }
 
-/// The gateway alone in a process, for `measure`: the test binary runs
-/// itself with this test and GW_SOCKET/GW_UPSTREAM (and GW_RATE) set, until
-/// stdin closes.
+/// The gateway alone in a process (its memory and descriptors are then its own), for
+/// [`gateway_process`]: the test binary runs itself with this test and
+/// GW_SOCKET/GW_UPSTREAM set, until stdin closes.
 #[tokio::test]
-#[ignore = "a helper process for `measure`"]
-async fn serve_for_measurement() {
+#[ignore = "the gateway's own process, run by `gateway_process`"]
+async fn gateway_alone() {
     let (Ok(socket), Ok(upstream)) = (std::env::var("GW_SOCKET"), std::env::var("GW_UPSTREAM"))
     else {
         return;
     };
-    let mut limits = Limits::default();
-    if let Some(rate) = std::env::var("GW_RATE").ok().and_then(|r| r.parse().ok()) {
-        (limits.calls_per_sec, limits.burst) = (rate, rate);
-    }
-    let spec = GatewaySpec {
-        socket: socket.into(),
-        upstream: Arc::new(Upstream::local(upstream.parse().expect("an address"))),
-        limits,
-        weights: Weights::default(),
-        policy: Policy::default(),
-        user: USER.into(),
-    };
+    let upstream = upstream.parse().expect("an address");
+    let spec = spec(
+        Path::new(&socket),
+        upstream,
+        Limits::default(),
+        Weights::default(),
+    );
     let gateway = Gateway::start(spec, None).await.expect("starts");
     println!("ready");
     let _ = tokio::io::stdin().read(&mut [0u8; 1]).await;
     println!("billed {}", gateway.close().await.calls);
 }
 
+/// This file's test `name` as the test binary knows it: `name`, or `gateway::name`
+/// should this file be a module of a larger test binary.
+fn test_name(name: &str) -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// [`gateway_alone`]'s process, in front of an anvil of its own.
 struct Process {
     child: Child,
     pid: u32,
     socket: PathBuf,
     out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    _node: Anvil,
+    _dir: tempfile::TempDir,
 }
 
-async fn gateway_process(upstream: SocketAddr, dir: &Path, rate: Option<u32>) -> Process {
-    let socket = dir.join(format!("gw-{}.sock", rate.unwrap_or(0)));
-    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args([
-        "--ignored",
-        "--exact",
-        "serve_for_measurement",
-        "--nocapture",
-    ])
-    .env("GW_SOCKET", &socket)
-    .env("GW_UPSTREAM", upstream.to_string())
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .kill_on_drop(true);
-    if let Some(rate) = rate {
-        cmd.env("GW_RATE", rate.to_string());
-    }
-    let mut child = cmd.spawn().expect("the gateway process");
+/// [`gateway_alone`] in front of an anvil of its own, once ready.
+async fn gateway_process() -> Process {
+    let node = Anvil::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let socket = dir.path().join("gw.sock");
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--ignored", "--exact", "--nocapture"])
+        .arg(test_name("gateway_alone"))
+        .env("GW_SOCKET", &socket)
+        .env("GW_UPSTREAM", node.addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the gateway process");
     let pid = child.id().expect("a pid");
     let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    while let Some(line) = out.next_line().await.expect("reads") {
-        if line == "ready" {
-            break;
+    loop {
+        match out.next_line().await.expect("reads") {
+            Some(line) if line == "ready" => break,
+            Some(_) => {}
+            None => panic!("the gateway process ended before it was ready"),
         }
     }
     Process {
@@ -1465,6 +1491,8 @@ async fn gateway_process(upstream: SocketAddr, dir: &Path, rate: Option<u32>) ->
         pid,
         socket,
         out,
+        _node: node,
+        _dir: dir,
     }
 }
 
@@ -1480,17 +1508,6 @@ impl Process {
     }
 }
 
-/// TCP connections to `addr` closed lately (in TIME-WAIT on either side).
-fn closed_to(addr: SocketAddr) -> usize {
-    let port = addr.port();
-    let filter = format!("( sport = :{port} or dport = :{port} )");
-    let out = std::process::Command::new("ss")
-        .args(["-tanH", "state", "time-wait", &filter])
-        .output()
-        .expect("ss");
-    String::from_utf8_lossy(&out.stdout).lines().count()
-}
-
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let line = status.lines().find(|l| l.starts_with(field)).expect(field);
@@ -1498,173 +1515,4 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .expect("a number")
-}
-
-/// Calls per second, `calls` eth_chainId spread over these connections.
-async fn rate(conns: Vec<Conn>, calls: usize) -> f64 {
-    let conns_len = conns.len();
-    let per = calls / conns_len;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for mut c in conns {
-        tasks.spawn(async move {
-            for i in 0..per {
-                let a = c.post(call(i as u64, "eth_chainId").to_string()).await;
-                assert_eq!(a.status, StatusCode::OK);
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    (per * conns_len) as f64 / started.elapsed().as_secs_f64()
-}
-
-async fn connect_tcp(addr: SocketAddr) -> Conn {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    Conn {
-        sender,
-        task: tokio::spawn(conn),
-    }
-}
-
-/// Figures for the report: the gateway's hop against anvil directly, and
-/// the gateway process's memory under floods, with the default limits.
-/// `cargo test --release --test gateway -- --ignored --nocapture --exact measure`
-#[tokio::test]
-#[ignore = "a measurement, not a check"]
-async fn measure() {
-    let node = anvil(&[]).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-
-    println!("anvil on {}", node.addr);
-    let fast = gateway_process(node.addr, dir.path(), Some(u32::MAX)).await;
-    for n in [1, 8] {
-        let mut direct = Vec::new();
-        let mut via = Vec::new();
-        for _ in 0..n {
-            direct.push(connect_tcp(node.addr).await);
-            via.push(connect(&fast.socket).await);
-        }
-        let d = rate(direct, 4000).await;
-        let g = rate(via, 4000).await;
-        println!(
-            "{n} connection(s), eth_chainId: direct {d:.0}/s, via the gateway {g:.0}/s ({:.2})",
-            g / d
-        );
-        println!(
-            "  closed connections to the node so far: {}",
-            closed_to(node.addr)
-        );
-    }
-    fast.close().await;
-
-    let gw = gateway_process(node.addr, dir.path(), None).await;
-    println!("gateway RSS at start: {} KiB", status_kib(gw.pid, "VmRSS"));
-    // Floods, bounded in time: batches over the rate, full bodies,
-    // connections past the limit, WebSockets past the limit.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..64usize {
-        let socket = gw.socket.clone();
-        tasks.spawn(async move {
-            let mut c = connect(&socket).await;
-            let body = match i % 2 {
-                0 => batch(100, "eth_blockNumber"),
-                _ => format!("[{}", " ".repeat((1 << 20) - 1)),
-            };
-            let (mut ok, mut refused) = (0u64, 0u64);
-            while Instant::now() < deadline {
-                match c.request("POST", body.clone()).await {
-                    // Served calls: the answers in an array (a 1 MiB body
-                    // of spaces gets the gateway's own parse error).
-                    Ok(a) if a.status == StatusCode::OK && a.body.is_array() => ok += answered(&a),
-                    Ok(_) => refused += 1,
-                    Err(_) => c = connect(&socket).await,
-                }
-            }
-            (ok, refused)
-        });
-    }
-    let (mut held, mut held_ws) = (Vec::new(), Vec::new());
-    for _ in 0..32 {
-        if let Ok(s) = UnixStream::connect(&gw.socket).await {
-            if let Ok((ws, _)) = tokio_tungstenite::client_async(ws_request(), s).await {
-                held_ws.push(ws);
-            }
-        }
-    }
-    for _ in 0..500 {
-        if let Ok(s) = UnixStream::connect(&gw.socket).await {
-            held.push(s);
-        }
-    }
-    let (mut ok, mut refused) = (0, 0);
-    while let Some(n) = tasks.join_next().await {
-        let (o, r) = n.expect("a flooder");
-        ok += o;
-        refused += r;
-    }
-    let peak = status_kib(gw.pid, "VmHWM");
-    println!(
-        "flood: {ok} calls served, {refused} requests refused, {} WebSockets open; gateway peak RSS {peak} KiB",
-        held_ws.len()
-    );
-    drop((held, held_ws));
-    println!("gateway: {:?}", gw.close().await);
-
-    // WebSocket floods, each on a fresh gateway: every WebSocket the limit allows
-    // sending full-size request messages; and every WebSocket asking for a large
-    // answer (eth_call of code, put in place by a state override, that returns
-    // 1 MiB of zeros: 2 MiB of hex).
-    let code = "0x00000000000000000000000000000000000000aa";
-    let big_answer = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
-        "params": [{"to": code, "gas": "0x1c9c380"}, "latest",
-                   {code: {"code": "0x621000006000f3"}}]})
-    .to_string();
-    let full_body = format!("[{}]", " ".repeat((1 << 20) - 2));
-    for (name, message) in [
-        ("full request messages", full_body),
-        ("2 MiB answers", big_answer),
-    ] {
-        let gw = gateway_process(node.addr, dir.path(), None).await;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..16 {
-            let (socket, message) = (gw.socket.clone(), message.clone());
-            tasks.spawn(async move {
-                let s = UnixStream::connect(&socket).await.expect("connect");
-                let (mut ws, _) = tokio_tungstenite::client_async(ws_request(), s)
-                    .await
-                    .expect("a WebSocket");
-                let (mut sent, mut bytes) = (0u64, 0u64);
-                while Instant::now() < deadline {
-                    if ws.send(Ws::text(message.clone())).await.is_err() {
-                        break;
-                    }
-                    sent += 1;
-                    match ws.next().await {
-                        Some(Ok(m)) => bytes += m.len() as u64,
-                        _ => break,
-                    }
-                }
-                (sent, bytes)
-            });
-        }
-        let (mut sent, mut bytes) = (0, 0);
-        while let Some(r) = tasks.join_next().await {
-            let (s, b) = r.expect("a flooder");
-            sent += s;
-            bytes += b;
-        }
-        println!(
-            "WebSocket flood, {name}: {sent} messages, {} MiB answered; gateway peak RSS {} KiB",
-            bytes >> 20,
-            status_kib(gw.pid, "VmHWM")
-        );
-        gw.close().await;
-    }
 }

@@ -3,6 +3,16 @@
 //! the node must never see a call the policy or the limits refuse, a client's Ping, or a
 //! backlog for a client that stopped reading.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use harness::anvil::Anvil;
+use harness::process::eventually;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, StatusCode};
@@ -26,7 +37,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
 use ya_runtime_erigon::gateway::{
-    Bill, Gateway, GatewaySpec, Limits, Policy, Weights, USER_HEADER,
+    Bill, Gateway, GatewaySpec, Limits, Policy, RawLimits, Weights, USER_HEADER,
 };
 use ya_runtime_erigon::node::upstream::Upstream;
 
@@ -42,29 +53,59 @@ const PATIENCE: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------
 // The gateway and its clients.
 
+/// A gateway in this process, on a socket in a folder of its own, in front of
+/// `upstream` (and holding the anvil behind it).
 struct Setup {
     gateway: Gateway,
     socket: PathBuf,
+    upstream: SocketAddr,
+    _node: Option<Anvil>,
     _dir: tempfile::TempDir,
+}
+
+/// `raw` checked as the configuration's loader checks the limits it reads.
+fn checked(raw: RawLimits) -> Limits {
+    Limits::new(&raw, "limits").expect("the test's limits are valid")
+}
+
+/// What most tests here start from: a gateway with `limits` and `weights` in front of
+/// an anvil of its own, on a free port.
+async fn on_anvil(limits: Limits, weights: Weights) -> Setup {
+    let node = Anvil::start().await;
+    let mut setup = gateway(node.addr, limits, weights).await;
+    setup._node = Some(node);
+    setup
+}
+
+/// A gateway with `limits` and `weights` in front of a [`Relay`] to `node`, which
+/// counts what reaches the node.
+async fn relayed(node: Anvil, limits: Limits, weights: Weights) -> (Setup, Relay) {
+    let relay = relay(node.addr).await;
+    let mut setup = gateway(relay.addr, limits, weights).await;
+    setup._node = Some(node);
+    (setup, relay)
 }
 
 async fn gateway(upstream: SocketAddr, limits: Limits, weights: Weights) -> Setup {
     let dir = tempfile::tempdir().expect("a temp dir");
     let socket = dir.path().join("gw.sock");
-    let spec = GatewaySpec {
-        socket: socket.clone(),
-        user: USER.into(),
-        upstream: Arc::new(Upstream::local(upstream)),
+    let spec = GatewaySpec::new(
+        socket.clone(),
+        USER.into(),
+        Arc::new(Upstream::local(upstream)),
         limits,
         weights,
-        policy: Policy::default(),
-    };
+        Policy::default(),
+    )
+    .unwrap();
     let gateway = Gateway::start(spec, None)
         .await
         .expect("the gateway starts");
     Setup {
         gateway,
         socket,
+        upstream,
+        _node: None,
         _dir: dir,
     }
 }
@@ -436,8 +477,7 @@ fn attacks() -> Vec<Attack> {
 /// Over HTTP, every attack bills exactly the answers the client received.
 #[tokio::test]
 async fn http_bills_one_call_per_answer_whatever_the_ids() {
-    let node = Anvil::start(0, &[]).await;
-    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let gw = on_anvil(Limits::default(), Weights::default()).await;
     let mut c = connect(&gw.socket).await;
     let mut want = Bill::default();
     for attack in attacks() {
@@ -463,8 +503,7 @@ async fn http_bills_one_call_per_answer_whatever_the_ids() {
 /// Over a WebSocket, every attack bills exactly the answers the client received.
 #[tokio::test]
 async fn websocket_bills_one_call_per_answer_whatever_the_ids() {
-    let node = Anvil::start(0, &[]).await;
-    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let gw = on_anvil(Limits::default(), Weights::default()).await;
     let mut ws = websocket(&gw.socket).await;
     let mut want = Bill::default();
     for attack in attacks() {
@@ -801,16 +840,15 @@ async fn random_batches_bill_what_the_model_says() {
                 .expect("after 1970");
             now.as_nanos() as u64 | 1
         });
-    let node = Anvil::start(0, &[]).await;
     let weights = weights(&[("eth_chainId", 3), ("eth_blockNumber", 5)], 7);
-    let limits = Limits {
+    let limits = checked(RawLimits {
         calls_per_sec: 1_000_000,
         burst: 1_000_000,
         cu_per_sec: 1_000_000_000,
         cu_burst: 1_000_000_000,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, weights.clone()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, weights.clone()).await;
     let mut rng = Rng(seed);
     let mut total = Bill::default();
     let started = Instant::now();
@@ -894,12 +932,11 @@ async fn random_batches_bill_what_the_model_says() {
 
 #[tokio::test]
 async fn answers_free_their_in_flight_slot_whatever_their_ids() {
-    let node = Anvil::start(0, &[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         in_flight: 4,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
     let mut ws = websocket(&gw.socket).await;
     for i in 0..40 {
         // Half the ids are plain; half escape their characters (`\u0041`), which anvil
@@ -1009,10 +1046,9 @@ fn assert_mixed(answers: &[Value]) {
 
 #[tokio::test]
 async fn node_control_methods_never_reach_the_node() {
-    let node = Anvil::start(0, &[]).await;
-    let gw = gateway(node.addr, Limits::default(), Weights::default()).await;
+    let gw = on_anvil(Limits::default(), Weights::default()).await;
     let mut c = connect(&gw.socket).await;
-    assert_eq!(block_number(node.addr).await, 0);
+    assert_eq!(block_number(gw.upstream).await, 0);
 
     // Every namespace that controls the node, alone: the gateway's error, unbilled.
     for (i, method) in NEVER.iter().enumerate() {
@@ -1081,8 +1117,8 @@ async fn node_control_methods_never_reach_the_node() {
 
     // Nothing was mined, nothing was set; anvil does mine when asked directly, so a
     // gateway that let evm_mine through would have moved the height.
-    assert_eq!(block_number(node.addr).await, 0, "the chain did not move");
-    let balance = connect_node(node.addr)
+    assert_eq!(block_number(gw.upstream).await, 0, "the chain did not move");
+    let balance = connect_node(gw.upstream)
         .await
         .post(
             call(
@@ -1098,13 +1134,13 @@ async fn node_control_methods_never_reach_the_node() {
         json!("0x0"),
         "the balance was not set"
     );
-    let mined = connect_node(node.addr)
+    let mined = connect_node(gw.upstream)
         .await
         .post(call(1, "evm_mine", json!([])).to_string())
         .await;
     assert!(mined.body.get("error").is_none(), "{}", mined.body);
     assert_eq!(
-        block_number(node.addr).await,
+        block_number(gw.upstream).await,
         1,
         "anvil mines when asked directly"
     );
@@ -1148,12 +1184,11 @@ fn get_logs(id: u64, to: &str) -> Value {
 
 #[tokio::test]
 async fn get_logs_over_the_range_limit_is_refused_unbilled() {
-    let node = Anvil::start(0, &[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         logs_blocks: 100,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
     let mut c = connect(&gw.socket).await;
     let wide = c.post(get_logs(1, "0x64").to_string()).await;
     assert_eq!(wide.body["id"], json!(1), "{}", wide.body);
@@ -1212,13 +1247,12 @@ fn assert_timed_out(answer: &Value, id: u64) {
 async fn a_call_past_the_timeout_is_cut_billed_once_and_its_node_connection_closed() {
     // anvil refuses --gas-limit together with --disable-block-gas-limit; the latter
     // alone lets a call have 10^12 gas.
-    let node = Anvil::start(0, &["--disable-block-gas-limit"]).await;
-    let mut relay = relay(node.addr).await;
-    let limits = Limits {
+    let node = Anvil::builder().disable_block_gas_limit().start().await;
+    let limits = checked(RawLimits {
         call_timeout_ms: 500,
-        ..Limits::default()
-    };
-    let gw = gateway(relay.addr, limits, weights(&[("eth_call", 26)], 1)).await;
+        ..RawLimits::default()
+    });
+    let (gw, mut relay) = relayed(node, limits, weights(&[("eth_call", 26)], 1)).await;
 
     // Over HTTP: the error in time, billed once, the node connection closed.
     let mut c = connect(&gw.socket).await;
@@ -1259,7 +1293,7 @@ async fn a_call_past_the_timeout_is_cut_billed_once_and_its_node_connection_clos
     // A closed client's node connection is parked for the next client (see
     // `gateway::link`), not closed; the stop closes it.
     drop(c);
-    harness::process::eventually(
+    eventually(
         "a closed client's node connection is parked",
         Duration::from_secs(5),
         || gw.gateway.spare_connections() == 1,
@@ -1304,9 +1338,8 @@ async fn a_call_past_the_timeout_is_cut_billed_once_and_its_node_connection_clos
 
 #[tokio::test]
 async fn pings_never_reach_the_node_and_a_flood_closes_the_websocket() {
-    let node = Anvil::start(0, &[]).await;
-    let mut relay = relay(node.addr).await;
-    let gw = gateway(relay.addr, Limits::default(), Weights::default()).await;
+    let (gw, mut relay) =
+        relayed(Anvil::start().await, Limits::default(), Weights::default()).await;
 
     let mut ws = websocket(&gw.socket).await;
     // The node's side was upgraded before the client's: its handshake is counted.
@@ -1383,12 +1416,11 @@ async fn exchange(ws: &mut Client, (id, request): (u64, Value)) -> Value {
 
 #[tokio::test]
 async fn subscriptions_are_bounded_and_only_real_unsubscribes_free_room() {
-    let node = Anvil::start(0, &[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         subscriptions: 3,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, Weights::default()).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, Weights::default()).await;
     let mut ws = websocket(&gw.socket).await;
     let mut next = 0u64;
     let mut ask = |method: &'static str, params: Value| {
@@ -1437,9 +1469,8 @@ fn large_call(id: u64) -> Value {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed() {
     const STALL: Duration = Duration::from_secs(5);
-    let node = Anvil::start(0, &[]).await;
-    let mut relay = relay(node.addr).await;
-    let gw = gateway(relay.addr, Limits::default(), Weights::default()).await;
+    let (gw, mut relay) =
+        relayed(Anvil::start().await, Limits::default(), Weights::default()).await;
     let mut ws = websocket(&gw.socket).await;
     assert_eq!(relay.live(), 1);
     let started = Instant::now();
@@ -1500,13 +1531,12 @@ fn plain_call(id: u64) -> Value {
 
 #[tokio::test]
 async fn a_request_heavier_than_the_burst_is_refused_for_good() {
-    let node = Anvil::start(0, &[]).await;
-    let limits = Limits {
+    let limits = checked(RawLimits {
         cu_per_sec: 100,
         cu_burst: 300,
-        ..Limits::default()
-    };
-    let gw = gateway(node.addr, limits, weights(&[("eth_call", 200)], 1)).await;
+        ..RawLimits::default()
+    });
+    let gw = on_anvil(limits, weights(&[("eth_call", 200)], 1)).await;
     let mut c = connect(&gw.socket).await;
 
     let a = c

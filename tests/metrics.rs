@@ -4,14 +4,25 @@
 //! textfile collector. What the metrics say must be exactly what was sent, refused
 //! and billed; what they leave behind must hold no secret and be private.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use harness::anvil::Anvil;
 use harness::exeunit::creds;
-use harness::nginx::{free_port, prepare_auth_dir, Nginx};
+use harness::nginx::{free_port, Nginx};
+use harness::process::{eventually, eventually_async, listens};
 use harness::provider::Provider;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -42,9 +53,7 @@ struct Scene {
 /// A deployed provider whose shared `dev` network is served by anvil (chain 1337),
 /// behind nginx, with `overrides` on its configuration.
 async fn scene(overrides: Value) -> Scene {
-    let port = free_port();
     let mut config = json!({
-        "public_addr": format!("http://127.0.0.1:{port}"),
         "networks": {"dev": {"slot": 0, "mode": "shared"}},
         "default_network": "dev",
         "limits": {"logs_blocks": LOGS_BLOCKS, "batch": BATCH_LIMIT},
@@ -52,11 +61,14 @@ async fn scene(overrides: Value) -> Scene {
     if let (Some(c), Some(o)) = (config.as_object_mut(), overrides.as_object()) {
         c.extend(o.clone());
     }
-    let provider = Provider::new(config);
-    let node = Anvil::start(provider.http_port, &["--chain-id", "1337"]).await;
-    prepare_auth_dir(provider.root.path());
+    let provider = Provider::behind_nginx(config);
+    let node = Anvil::builder()
+        .port(provider.http_port)
+        .chain_id(1337)
+        .start()
+        .await;
     provider.deploy_ok();
-    let nginx = provider.nginx(port).start();
+    let nginx = provider.site().start();
     Scene {
         provider,
         nginx,
@@ -99,22 +111,17 @@ async fn metrics(provider: &Provider) -> Exposition {
 async fn metrics_until(
     provider: &Provider,
     what: &str,
-    mut check: impl FnMut(&Exposition) -> Result<(), String>,
+    check: impl Fn(&Exposition) -> Result<(), String>,
 ) -> Exposition {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let check = &check;
+    eventually_async(what, PATIENCE, || async move {
         let seen = metrics(provider).await;
-        let missing = match check(&seen) {
-            Ok(()) => return seen,
-            Err(missing) => missing,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {PATIENCE:?}: {missing}\n--- metrics:\n{}",
-            seen.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        match check(&seen) {
+            Ok(()) => Ok(seen),
+            Err(missing) => Err(format!("{missing}\n--- metrics:\n{}", seen.text)),
+        }
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -883,20 +890,13 @@ impl NodeExporter {
             .spawn()
             .expect("start node_exporter");
         let mut exporter = NodeExporter { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
+        eventually("node_exporter listens", Duration::from_secs(10), || {
             if let Ok(Some(status)) = exporter.child.try_wait() {
                 panic!("node_exporter exited with {status}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "node_exporter did not listen within 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            listens(port)
+        })
+        .await;
         exporter
     }
 
@@ -921,22 +921,17 @@ impl NodeExporter {
     async fn until(
         &self,
         what: &str,
-        mut check: impl FnMut(&Exposition) -> Result<(), String>,
+        check: impl Fn(&Exposition) -> Result<(), String>,
     ) -> Exposition {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let check = &check;
+        eventually_async(what, PATIENCE, || async move {
             let seen = self.scrape().await;
-            let missing = match check(&seen) {
-                Ok(()) => return seen,
-                Err(missing) => missing,
-            };
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {PATIENCE:?}: {missing}\n--- node_exporter:\n{}",
-                seen.text
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            match check(&seen) {
+                Ok(()) => Ok(seen),
+                Err(missing) => Err(format!("{missing}\n--- node_exporter:\n{}", seen.text)),
+            }
+        })
+        .await
     }
 }
 
@@ -1067,11 +1062,10 @@ async fn exported_to_prometheus_user(setgid: bool) -> Option<(f64, Option<f64>)>
     let exporter = NodeExporter::start_as(&dir, Some("prometheus")).await;
     let activity = scene.provider.start_on("a", "dev").await;
     activity.ready_status().await;
-    let deadline = Instant::now() + PATIENCE;
-    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains("starts_total")) {
-        assert!(Instant::now() < deadline, "metrics_file is never written");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("metrics_file is written", PATIENCE, || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("starts_total"))
+    })
+    .await;
     let seen = exporter.scrape().await;
     activity.shutdown().await;
     let error = seen
@@ -1253,14 +1247,10 @@ async fn a_runtime_killed_with_sigkill_is_lost_and_its_calls_are_ended() {
             .ok(&mut tally_b, &table, "eth_chainId", json!([]))
             .await;
     }
-    let deadline = Instant::now() + PATIENCE;
-    while left.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the dead runtime's file is never folded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the dead runtime's file is folded", PATIENCE, || {
+        !left.exists()
+    })
+    .await;
     let folded = metrics(provider).await;
     assert_eq!(
         folded.value("ya_runtime_erigon_lost_activities_total", &dev),
@@ -1415,14 +1405,10 @@ async fn no_secret_reaches_the_metrics_and_their_files_are_private() {
     })
     .await;
     // metrics_file shows the activity once rewritten (at most 5 s old).
-    let deadline = Instant::now() + PATIENCE;
-    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains(&format!("user=\"{user}\""))) {
-        assert!(
-            Instant::now() < deadline,
-            "metrics_file never showed {user}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(&format!("metrics_file shows {user}"), PATIENCE, || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains(&format!("user=\"{user}\"")))
+    })
+    .await;
     assert!(
         !live.text.contains(&password),
         "the password in `metrics`:\n{}",

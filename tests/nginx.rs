@@ -1,6 +1,16 @@
 //! The endpoint as a requestor's user meets it: the real nginx with the shipped site
 //! configuration in front of full sessions run through the runtime binary.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use harness::exeunit::creds;
 use harness::http::{call, Reply};
 use harness::nginx::{free_port, is_root, prepare_auth_dir, Nginx, Tls};
@@ -14,15 +24,9 @@ async fn post(url: &str, auth: Option<(&str, &str)>) -> Reply {
 
 /// A provider whose public address is this nginx, deployed, with nginx started.
 fn provider_behind_nginx(overrides: Value) -> (Provider, Nginx) {
-    let port = free_port();
-    let mut config = json!({"public_addr": format!("http://127.0.0.1:{port}")});
-    if let (Some(c), Some(o)) = (config.as_object_mut(), overrides.as_object()) {
-        c.extend(o.clone());
-    }
-    let provider = Provider::new(config);
-    prepare_auth_dir(provider.root.path());
+    let provider = Provider::behind_nginx(overrides);
     provider.deploy_ok();
-    let nginx = provider.nginx(port).start();
+    let nginx = provider.site().start();
     (provider, nginx)
 }
 

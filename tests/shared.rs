@@ -1,10 +1,20 @@
 //! Shared-node mode: the operator runs one node per network and activities only get
 //! access to it. Tested beside a managed network on the same provider.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
-use harness::process::alive;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use harness::process::{alive, eventually_blocking, listens};
 use harness::provider::{plugin_dir, Provider};
 use serde_json::json;
 
@@ -82,13 +92,13 @@ impl Drop for OperatorNode {
     }
 }
 
-/// The operator's node has no readiness signal we can await; poll its port, bounded.
+/// The operator's node has no readiness signal we can await; look at its port, bounded.
 fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking(
+        &format!("port {port} opens"),
+        Duration::from_secs(10),
+        || listens(port),
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,16 @@
 //! tmux is the terminal because it is one a test can read back (capture-pane) and
 //! type into (send-keys); the test waits on what the screen shows, never on sleeps.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use harness::process::{eventually_blocking, try_eventually_blocking};
 use ya_runtime_erigon::metrics::{ActivityFile, NodeFile, Store, BUCKETS_MICROS};
 use ya_runtime_erigon::owner::Owner;
 
@@ -413,18 +424,13 @@ exec sleep 600
 
     /// The screen, once `ready` holds for it.
     fn wait(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        eventually_blocking(&format!("the screen shows {what}"), PATIENCE, || {
             let screen = self.screen();
-            if ready(&screen) {
-                return screen;
+            match ready(&screen) {
+                true => Ok(screen),
+                false => Err(format!("the screen:\n{screen}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "the screen never showed {what} in {PATIENCE:?}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     fn top_pid(&self) -> i32 {
@@ -580,15 +586,11 @@ fn ctrl_c_sigterm_and_a_hangup_end_it_cleanly() {
     // running (or spinning on a dead terminal).
     let pid = hangup.top_pid();
     hangup.run(&["kill-server"]);
-    let deadline = Instant::now() + PATIENCE;
-    while !ended(pid) {
-        if Instant::now() > deadline {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("top (pid {pid}) still ran {PATIENCE:?} after its terminal went away");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if try_eventually_blocking(PATIENCE, || ended(pid)).is_err() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("top (pid {pid}) still ran {PATIENCE:?} after its terminal went away");
     }
 }

@@ -3,12 +3,22 @@
 //! certificates openssl makes for the test. The runtime binary is driven as the
 //! ExeUnit drives it, and requestors call through the shipped nginx site.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use harness::anvil::Anvil;
 use harness::exeunit::creds;
-use harness::nginx::{free_port, prepare_auth_dir};
+use harness::nginx::free_port;
 use harness::nodefront::{NodeFront, Pki};
 use harness::process::eventually;
 use harness::provider::Provider;
@@ -20,16 +30,13 @@ const COUNTER: &str = ya_runtime_erigon::provider::billing::COUNTER;
 
 /// A provider whose networks are `networks`, behind the shipped site on a free port.
 fn provider(networks: Value, default: &str) -> (Provider, harness::nginx::Nginx) {
-    let port = free_port();
-    let provider = Provider::new(json!({
-        "public_addr": format!("http://127.0.0.1:{port}"),
+    let provider = Provider::behind_nginx(json!({
         "ready_timeout_secs": 3,
         "networks": networks,
         "default_network": default,
     }));
-    prepare_auth_dir(provider.root.path());
     provider.deploy_ok();
-    let nginx = provider.nginx(port).start();
+    let nginx = provider.site().start();
     (provider, nginx)
 }
 
@@ -87,7 +94,7 @@ async fn call(client: &reqwest::Client, url: &str, auth: &(String, String), meth
 async fn an_https_node_on_a_path_serves_calls_websockets_and_status_over_kept_connections() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
-    let anvil = Anvil::start(0, &["--chain-id", "1337", "--block-time", "1"]).await;
+    let anvil = Anvil::builder().chain_id(1337).block_time(1).start().await;
     let front = NodeFront::tls(
         &dir.path().join("front"),
         anvil.addr,
@@ -276,7 +283,7 @@ async fn refused(provider: &Provider, activity: &str, url: &str, expected: &[&st
 async fn a_node_whose_tls_or_chain_is_wrong_is_refused_at_start_naming_the_url_and_why() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
-    let anvil = Anvil::start(0, &["--chain-id", "1337"]).await;
+    let anvil = Anvil::builder().chain_id(1337).start().await;
     let fronts = |name: &str, pair| NodeFront::tls(&dir.path().join(name), anvil.addr, pair, "/");
     let other_name = fronts("other-name", &pki.wrong_name);
     let expired = fronts("expired", &pki.expired);
@@ -376,8 +383,8 @@ async fn a_node_whose_tls_or_chain_is_wrong_is_refused_at_start_naming_the_url_a
 async fn two_shared_networks_on_two_upstreams_each_reach_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
-    let dev = Anvil::start(0, &["--chain-id", "1337"]).await;
-    let gnosis = Anvil::start(0, &["--chain-id", "100"]).await;
+    let dev = Anvil::builder().chain_id(1337).start().await;
+    let gnosis = Anvil::builder().chain_id(100).start().await;
     let plain = NodeFront::plain(&dir.path().join("a"), dev.addr, "/a/");
     let tls = NodeFront::tls(&dir.path().join("b"), gnosis.addr, &pki.good, "/b/");
     let (provider, nginx) = provider(
@@ -455,7 +462,9 @@ async fn a_managed_network_refuses_a_node_url() {
 #[tokio::test]
 async fn a_node_the_gateway_cannot_reach_costs_the_requestor_nothing() {
     use http_body_util::{BodyExt, Full};
-    use ya_runtime_erigon::gateway::{Gateway, GatewaySpec, Limits, Policy, Weights, USER_HEADER};
+    use ya_runtime_erigon::gateway::{
+        Gateway, GatewaySpec, Limits, Policy, RawLimits, Weights, USER_HEADER,
+    };
     use ya_runtime_erigon::node::upstream::{NodeKeys, Upstream};
 
     let dir = tempfile::tempdir().unwrap();
@@ -469,21 +478,26 @@ async fn a_node_the_gateway_cannot_reach_costs_the_requestor_nothing() {
         ca_file: Some(pki.ca_file()),
     };
     let upstream = Upstream::configured(keys, silent.local_addr().unwrap()).unwrap();
-    let limits = Limits {
-        call_timeout_ms: 800,
-        ..Limits::default()
-    };
+    let limits = Limits::new(
+        &RawLimits {
+            call_timeout_ms: 800,
+            ..RawLimits::default()
+        },
+        "limits",
+    )
+    .unwrap();
     let user = "dev-0-unreachable0000000";
     let socket = dir.path().join("gw.sock");
     let gateway = Gateway::start(
-        GatewaySpec {
-            socket: socket.clone(),
-            user: user.into(),
-            upstream: std::sync::Arc::new(upstream),
+        GatewaySpec::new(
+            socket.clone(),
+            user.into(),
+            std::sync::Arc::new(upstream),
             limits,
-            weights: Weights::default(),
-            policy: Policy::default(),
-        },
+            Weights::default(),
+            Policy::default(),
+        )
+        .unwrap(),
         None,
     )
     .await

@@ -3,6 +3,16 @@
 //! (so two nodes given the same port fail loudly), serves nothing over HTTP
 //! (`--http=false`), and stops cleanly on SIGINT.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 #[path = "common.rs"]
 mod common;
 
@@ -114,16 +124,18 @@ fn main() {
 
 /// `log_flood`: while `<datadir>/flood` exists, writes log lines to stdout as fast
 /// as the runtime takes them (a node syncing at full speed logs a lot); checked every
-/// 64 KiB, so the flood can be turned on and off while the node runs.
+/// 64 KiB, so the flood can be turned on and off while the node runs. stdout is locked
+/// for each chunk only: the main thread must still be able to say it got a stop signal
+/// (held for good, the lock left a stopped node waiting on it, orphaned, for ever).
 fn flood_stdout(toggle: std::path::PathBuf) {
     use std::io::Write;
     let line = format!("{:<99}\n", "stand-in erigon: a log line of the flood");
     let chunk = line.repeat((64 << 10) / line.len());
     std::thread::spawn(move || {
-        let mut out = std::io::stdout().lock();
+        let out = std::io::stdout();
         loop {
             if toggle.exists() {
-                if out.write_all(chunk.as_bytes()).is_err() {
+                if out.lock().write_all(chunk.as_bytes()).is_err() {
                     return;
                 }
             } else {

@@ -4,6 +4,16 @@
 //! (415), and answers JSON-RPC over HTTP POST and over WebSocket (`--ws`) on the one
 //! port it is given.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 #[path = "common.rs"]
 mod common;
 

@@ -64,6 +64,16 @@
 //!
 //! Usage: bench_auth [--seconds N] [--connections N] [--rounds N] [--starts N]
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -76,6 +86,7 @@ use common::{
     clock_ticks_per_sec, max, median, min, nginx_version, set_mode, thousands, write, Cpu,
 };
 use harness::nginx::{free_port, is_root, prepare_auth_dir, Nginx};
+use harness::process::{listens, try_eventually_blocking};
 use serde_json::json;
 use ya_runtime_erigon::access::credentials::new_user;
 use ya_runtime_erigon::access::hash::HashScheme;
@@ -265,7 +276,7 @@ fn bench() -> Result<bool, String> {
     let mut rows: Vec<Row> = Vec::new();
     for (config, live) in configs.iter().zip(LIVE) {
         let measured = populate(config, live, &owner)?;
-        let spec = config.gateway_spec(&network, &measured.user, Some(measured.seat.number()));
+        let spec = config.gateway_spec(&network, &measured.user, Some(measured.seat.number()))?;
         let auth = basic_auth(&measured.user, PASSWORD);
         let gateway = runtime.block_on(Gateway::start(spec, Some(measured.seat)))?;
         let routes = ya_runtime_erigon::provider::nginx::routes(config);
@@ -667,22 +678,27 @@ impl Backend {
             socket,
             child,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() || !backend.socket.exists() {
-            let log = || std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
-            if let Ok(Some(status)) = backend.child.try_wait() {
+        let log = || std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+        let listening =
+            try_eventually_blocking(Duration::from_secs(10), || match backend.child.try_wait() {
+                Ok(Some(status)) => Ok(Err(status)),
+                _ if listens(port) && backend.socket.exists() => Ok(Ok(())),
+                _ => Err(String::new()),
+            });
+        match listening {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) => {
                 return Err(format!(
                     "the backend nginx exited with {status}:\n{}",
                     log()
-                ));
+                ))
             }
-            if Instant::now() > deadline {
+            Err(failure) => {
                 return Err(format!(
-                    "the backend nginx did not listen in 10 s:\n{}",
+                    "the backend nginx did not listen: {failure}:\n{}",
                     log()
-                ));
+                ))
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         // The master (root) made the socket; the fronts' workers must connect to it.
         set_mode(&backend.socket, 0o666)?;

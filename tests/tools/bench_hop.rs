@@ -1,6 +1,6 @@
 //! What the two benchmarks of the gateway's hop in front of anvil (`bench_node`,
-//! `bench_tls`) share: their options, anvil's version, a requestor's call through the
-//! site, and wrk's latency percentiles. Included by each with `#[path]`, so each stays
+//! `bench_tls`) share: their options, the provider behind the site, a requestor's call
+//! through the site, and wrk's latency percentiles. Included by each with `#[path]`, so each stays
 //! one example.
 
 use std::path::PathBuf;
@@ -54,21 +54,6 @@ pub fn args(usage: &str) -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-/// anvil's version, for the report's heading.
-pub fn anvil_version() -> String {
-    Command::new(harness::anvil::binary())
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .and_then(|l| l.rsplit(' ').next().map(str::to_owned))
-        })
-        .unwrap_or_else(|| "?".into())
 }
 
 /// One call through the site at `url` with these Basic credentials: its JSON answer,
@@ -132,22 +117,18 @@ pub fn tools() -> Result<(tokio::runtime::Runtime, f64), String> {
 }
 
 /// A provider of the runtime under test (`--runtime`, or this build's) behind the
-/// shipped site at `port`, with `networks`, {SSHA} passwords of 24 characters, and
-/// the per-activity limits lifted so that only the hop is measured.
-pub fn provider(
-    args: &Args,
-    port: u16,
-    networks: Value,
-    default: &str,
-) -> harness::provider::Provider {
+/// shipped site ([`harness::provider::Provider::site`]), with `networks`, {SSHA}
+/// passwords of 24 characters, and the per-activity limits lifted so that only the hop
+/// is measured.
+pub fn provider(args: &Args, networks: Value, default: &str) -> harness::provider::Provider {
     let mut builder = harness::provider::Provider::builder();
     if let Some(runtime) = &args.runtime {
         builder = builder.runtime(runtime);
     }
     builder
         .rust_log("info")
+        .behind_nginx()
         .config(serde_json::json!({
-            "public_addr": format!("http://127.0.0.1:{port}"),
             "networks": networks,
             "default_network": default,
             "password_hash": "ssha",

@@ -13,6 +13,16 @@
 //! compare. Prints a markdown table; exits 2 if the flood's median exceeds the quiet
 //! median by more than a quarter plus 50 µs, 1 if the benchmark cannot run.
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::exeunit::creds;
-use harness::nginx::{free_port, prepare_auth_dir};
+use harness::process::{still_for, try_eventually_async};
 use harness::provider::{assemble_plugin_dir, Provider};
 use serde_json::json;
 
@@ -101,32 +111,20 @@ fn slow_disk(fifo: PathBuf, read: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
 /// filled the pipe and the log is held back.
 async fn backed_up(read: &AtomicU64, bytes: u64) -> Result<(), String> {
     let from = read.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while read.load(Ordering::Relaxed) < from + bytes {
-        if Instant::now() > deadline {
-            return Err("the stand-in's flood never reached the log".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
+    try_eventually_async(Duration::from_secs(10), || {
+        std::future::ready(read.load(Ordering::Relaxed) >= from + bytes)
+    })
+    .await
+    .map_err(|e| format!("the stand-in's flood never reached the log: {e}"))
 }
 
 /// Waits until the disk has read nothing for 100 ms: the backlog is written.
 async fn drained(read: &AtomicU64) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = read.load(Ordering::Relaxed);
-    let mut still = Instant::now();
-    while still.elapsed() < Duration::from_millis(100) {
-        if Instant::now() > deadline {
-            return Err("the log never drained: is the flood still on?".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let now = read.load(Ordering::Relaxed);
-        if now != last {
-            (last, still) = (now, Instant::now());
-        }
-    }
-    Ok(())
+    let mut still = still_for(Duration::from_millis(100), || read.load(Ordering::Relaxed));
+    try_eventually_async(Duration::from_secs(10), || std::future::ready(still()))
+        .await
+        .map(drop)
+        .map_err(|e| format!("the log never drained: is the flood still on? {e}"))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -135,9 +133,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn bench(args: &Args) -> Result<bool, String> {
-    let port = free_port();
-    let mut builder = Provider::builder().config(json!({
-        "public_addr": format!("http://127.0.0.1:{port}"),
+    let mut builder = Provider::builder().behind_nginx().config(json!({
         "log_max_bytes": 1u64 << 40,
         // One connection's calls one at a time go faster than a requestor may.
         "limits": {"calls_per_sec": 1_000_000, "burst": 1_000_000,
@@ -151,7 +147,6 @@ async fn bench(args: &Args) -> Result<bool, String> {
         builder = builder.runtime(dir.join("ya-runtime-erigon"));
     }
     let provider = builder.build();
-    prepare_auth_dir(provider.root.path());
     provider.set_behaviour("dev", json!({"erigon": {"log_flood": true}}));
     let log_dir = provider.data_dir.join("logs/dev");
     std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
@@ -162,7 +157,7 @@ async fn bench(args: &Args) -> Result<bool, String> {
     let stop = Arc::new(AtomicBool::new(false));
     slow_disk(fifo, Arc::clone(&read), Arc::clone(&stop));
     provider.deploy_ok();
-    let nginx = provider.nginx(port).start();
+    let nginx = provider.site().start();
     let activity = provider.start_on("bench", "dev").await;
     let (user, password) = creds(&activity.ready_status().await);
     let url = nginx.url("/dev");

@@ -41,6 +41,16 @@
 //! (`--hold`: set up, print the three paths' wrk command lines and the processes, then
 //! wait for stdin to close, for profiling by hand.)
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -50,7 +60,8 @@ use base64::Engine;
 use common::{max, median, min, nginx_version, thousands, Cpu};
 use harness::anvil::Anvil;
 use harness::exeunit::creds;
-use harness::nginx::{free_port, prepare_auth_dir, Nginx};
+use harness::nginx::{free_port, Nginx};
+use harness::process::try_eventually_async;
 use serde_json::{json, Value};
 
 #[path = "bench_common.rs"]
@@ -229,15 +240,18 @@ fn bench() -> Result<bool, String> {
     let args = hop::args(USAGE)?;
     let (rt, tick_us) = hop::tools()?;
 
-    let port = free_port();
     let networks = json!({"dev": {"slot": 0, "mode": "shared"}});
-    let provider = hop::provider(&args, port, networks, "dev");
+    let provider = hop::provider(&args, networks, "dev");
     // Mining on demand: the contract's deployment is mined at once.
-    let node = rt.block_on(Anvil::start(provider.http_port, &["--chain-id", "1337"]));
-    let node_pid = pid_listening(node.addr.port())?;
-    prepare_auth_dir(provider.root.path());
+    let node = rt.block_on(
+        Anvil::builder()
+            .port(provider.http_port)
+            .chain_id(1337)
+            .start(),
+    );
+    let node_pid = node.pid();
     provider.deploy_ok();
-    let gateway_front = provider.nginx(port).workers("auto").start();
+    let gateway_front = provider.site().workers("auto").start();
     let activity = rt.block_on(provider.start_on("bench", "dev"));
     let status = rt.block_on(activity.ready_status());
     let (user, password) = creds(&status);
@@ -363,7 +377,7 @@ fn bench() -> Result<bool, String> {
          ({}) as the ExeUnit starts it; wrk 1 thread, {} connections, POST with Basic \
          auth ({{SSHA}}, the runtime's default); {} rounds of {} s runs per method, each round \
          the relay and the gateway (their order alternating) then the direct path again.",
-        hop::anvil_version(),
+        harness::anvil::version(),
         nginx_version(),
         provider.runtime.display(),
         args.connections,
@@ -431,20 +445,6 @@ fn bench() -> Result<bool, String> {
     Ok(verdict)
 }
 
-/// The pid of the process listening on loopback TCP `port` (anvil's, whose CPU a run
-/// counts), from `ss`.
-fn pid_listening(port: u16) -> Result<u32, String> {
-    let out = Command::new("ss")
-        .args(["-Hltnp", &format!("sport = :{port}")])
-        .output()
-        .map_err(|e| format!("ss: {e}; install it: apt-get install -y iproute2"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split("pid=")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .ok_or_else(|| format!("no process listens on port {port}: {text}"))
-}
-
 async fn rpc(url: &str, body: &Value) -> Result<Value, String> {
     reqwest::Client::builder()
         .no_proxy()
@@ -481,19 +481,17 @@ async fn deploy_contract(node: &Anvil) -> Result<String, String> {
         .as_str()
         .ok_or_else(|| format!("the deployment was refused: {sent}"))?;
     // Mined on demand, a moment after it is sent: the receipt is null until then.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let receipt = rpc(&url, &call("eth_getTransactionReceipt", json!([hash]))).await?;
-        if let Some(address) = receipt["result"]["contractAddress"].as_str() {
-            return Ok(address.to_owned());
+    let (url, receipt) = (&url, call("eth_getTransactionReceipt", json!([hash])));
+    let receipt = &receipt;
+    try_eventually_async(std::time::Duration::from_secs(10), || async move {
+        let receipt = rpc(url, receipt).await?;
+        match receipt["result"]["contractAddress"].as_str() {
+            Some(address) => Ok(address.to_owned()),
+            None => Err(format!("the receipt: {receipt}")),
         }
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "no contract address in the receipt within 10 s: {receipt}"
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .map_err(|failure| format!("no contract address in the receipt: {failure}"))
 }
 
 /// One wrk run through `target`'s front: its figures and the CPU of each process.

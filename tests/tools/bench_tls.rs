@@ -60,6 +60,16 @@
 //! (`--hold`: set up, print the two paths' wrk command lines, the fronts and the
 //! processes, then wait for stdin to close, for profiling by hand.)
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -70,8 +80,8 @@ use bytes::Bytes;
 use common::{max, median, min, nginx_version, thousands, Cpu};
 use harness::anvil::Anvil;
 use harness::exeunit::creds;
-use harness::nginx::{free_port, prepare_auth_dir};
 use harness::nodefront::{NodeFront, Pki};
+use harness::process::{still_for, try_eventually_blocking};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use serde_json::json;
@@ -221,7 +231,7 @@ fn bench() -> Result<bool, String> {
     let (rt, tick_us) = hop::tools()?;
 
     // The node, and the two fronts in front of it.
-    let node = rt.block_on(Anvil::start(0, &["--chain-id", "1337"]));
+    let node = rt.block_on(Anvil::builder().chain_id(1337).start());
     let dir = tempfile::Builder::new()
         .prefix("bench-tls-")
         .tempdir()
@@ -240,17 +250,15 @@ fn bench() -> Result<bool, String> {
     );
 
     // The provider: two shared networks on anvil's chain, one per front.
-    let port = free_port();
     let networks = json!({
         "plain": {"slot": 0, "mode": "shared", "chain": "dev",
                   "node": {"http": plain_front.url("http")}},
         "tls": {"slot": 1, "mode": "shared", "chain": "dev",
                 "node": {"http": tls_front.url("https"), "ca_file": pki.ca_file()}},
     });
-    let provider = hop::provider(&args, port, networks, "plain");
-    prepare_auth_dir(provider.root.path());
+    let provider = hop::provider(&args, networks, "plain");
     provider.deploy_ok();
-    let site = provider.nginx(port).workers("auto").start();
+    let site = provider.site().workers("auto").start();
     let (plain_activity, tls_activity) = rt.block_on(async {
         tokio::join!(
             provider.start_on("bench-plain", Hop::Plain.network()),
@@ -286,8 +294,14 @@ fn bench() -> Result<bool, String> {
             lua,
         });
     }
-    // Each path's check went through its own front, over TLS or not.
-    std::thread::sleep(Duration::from_millis(200));
+    // Each path's check went through its own front, over TLS or not. nginx logs a
+    // request once it has answered it, maybe after the client has read the answer: wait
+    // for a line in each front's log (none is reported below, with what was logged).
+    let _ = try_eventually_blocking(Duration::from_secs(10), || {
+        paths
+            .iter()
+            .all(|path| !path.front.access_lines().is_empty())
+    });
     let mut cursors = [LogCursor::default(), LogCursor::default()];
     for path in &paths {
         let delta = cursors[path.hop as usize].advance(path.front);
@@ -338,7 +352,7 @@ fn bench() -> Result<bool, String> {
          shared network whose `node.http` is one front. wrk 1 thread, {} connections, POST \
          `eth_blockNumber` with Basic auth ({{SSHA}}); {} rounds of {} s runs, one per path \
          per round, their order alternating; then one connection's latency, likewise.",
-        hop::anvil_version(),
+        harness::anvil::version(),
         nginx_version(),
         provider.runtime.display(),
         args.connections,
@@ -349,10 +363,15 @@ fn bench() -> Result<bool, String> {
     let mut run = |path: &Lane, seconds: u32, connections: u32, latency: bool| {
         let sample = wrk(path, seconds, connections, latency, tick_us)
             .map_err(|e| format!("{}: {e}", path.hop.label()));
-        // nginx logs a request when it ends: let the last ones land.
-        std::thread::sleep(Duration::from_millis(100));
+        // nginx logs a request when it ends, the calls wrk stopped waiting for too: let
+        // the last ones land, until the front's log has stopped growing for 100 ms.
+        let landed = try_eventually_blocking(
+            Duration::from_secs(10),
+            still_for(Duration::from_millis(100), || path.front.access_log_bytes()),
+        );
         let delta = cursors[path.hop as usize].advance(path.front);
         let mut sample = sample?;
+        landed.map_err(|e| format!("{}: the front's access log: {e}", path.hop.label()))?;
         sample.new_connections = delta.new_connections;
         sample.resumed = delta.resumed;
         sample.longest = delta.longest;
@@ -397,7 +416,20 @@ fn bench() -> Result<bool, String> {
     eprintln!("bench_tls: {DIALS} calls per way of calling, each front directly");
     let fronts = [&plain_front, &tls_front];
     let timings = dial_timings(fronts, pki.ca_file(), node.addr, &body.to_string())?;
-    std::thread::sleep(Duration::from_millis(100));
+    // Each of these calls is logged once its front has answered it, maybe after the
+    // call has read the answer: wait for all of them (and any probe of the runtimes').
+    let calls = [2 * DIALS, 3 * DIALS + 1];
+    for k in [0, 1] {
+        let (front, want) = (fronts[k], cursors[k].lines + calls[k]);
+        try_eventually_blocking(Duration::from_secs(10), || {
+            let logged = front.access_lines().len();
+            match logged >= want {
+                true => Ok(()),
+                false => Err(format!("{logged} lines, {want} expected")),
+            }
+        })
+        .map_err(|e| format!("the calls straight to the fronts: the access log: {e}"))?;
+    }
     let seen = [0, 1].map(|k| cursors[k].advance(fronts[k]));
     report_dials(&timings, &seen, &tables[1]);
 

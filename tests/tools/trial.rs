@@ -5,12 +5,23 @@
 //!
 //! Usage: trial [--network NAME] [--keep-files]
 
+// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
+// failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::path::Path;
 use std::process::ExitCode;
 
 use harness::exeunit::Activity;
 use harness::http::call;
 use harness::nginx::{free_port, prepare_auth_dir};
+use harness::process::try_eventually_async;
 use harness::provider::{assemble_plugin_dir, Provider};
 use serde_json::json;
 use ya_runtime_erigon::node::network::DEFAULT_NETWORKS;
@@ -68,40 +79,48 @@ async fn interact(
 /// a second).
 async fn operator_view(runtime: &Path, config: &Path, user: &str) -> Result<(), String> {
     say("    the operator's view, `ya-runtime-erigon metrics` (this activity's lines):");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let metrics = || {
         let out = std::process::Command::new(runtime)
             .arg("metrics")
             .arg("--config")
             .arg(config)
             .output()
             .map_err(|e| format!("cannot run {} metrics: {e}", runtime.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             return Err(format!(
                 "metrics failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        let mine: Vec<&str> = text.lines().filter(|l| l.contains(user)).collect();
-        let answered = mine
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mine = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(user))
+            .map(str::to_owned)
+            .collect()
+    };
+    let answered = |text: &str| {
+        mine(text)
             .iter()
             .filter(|l| l.starts_with("ya_runtime_erigon_activity_calls_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-        if answered >= 3.0 {
-            for line in mine.iter().filter(|l| !l.contains("_bucket{")) {
-                println!("    {line}");
-            }
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "metrics did not show the 3 calls made within 10 s:\n{text}"
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            .sum::<f64>()
+    };
+    // `metrics` failing ends the wait at once (Ok(Err)); too few calls, at 10 s.
+    let text = try_eventually_async(std::time::Duration::from_secs(10), || {
+        std::future::ready(match metrics() {
+            Err(e) => Ok(Err(e)),
+            Ok(text) if answered(&text) >= 3.0 => Ok(Ok(text)),
+            Ok(text) => Err(text),
+        })
+    })
+    .await
+    .map_err(|e| format!("metrics did not show the 3 calls made: {e}"))??;
+    for line in mine(&text).iter().filter(|l| !l.contains("_bucket{")) {
+        println!("    {line}");
     }
+    Ok(())
 }
 
 async fn trial() -> Result<(), String> {

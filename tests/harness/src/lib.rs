@@ -5,7 +5,8 @@
 //!   password files, the stand-ins' behaviour) and its plugin folder;
 //! - [`exeunit`]: the ExeUnit's side of a started runtime (hello, RUN, STATUS, usage
 //!   counters, Shutdown);
-//! - [`process`]: signals and waiting for processes to go;
+//! - [`process`]: signals, waiting for processes to go, and the one poll loop for any
+//!   state that offers no notification ([`process::eventually`] and its twins);
 //! - [`http`]: JSON-RPC calls as a requestor's user makes them;
 //! - [`nginx`]: the real nginx with the shipped site;
 //! - [`anvil`]: anvil, a real Ethereum JSON-RPC node, as the operator's node;

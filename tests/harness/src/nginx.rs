@@ -4,7 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::process::{eventually_blocking, listens};
 
 /// The checkout's `conf/nginx/`, which holds the shipped site.
 const SITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf/nginx");
@@ -75,19 +77,16 @@ impl Nginx {
         }
     }
 
-    /// nginx offers no readiness signal in the foreground; poll its port, bounded.
+    /// nginx offers no readiness signal in the foreground; look at its port, bounded.
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let (port, error_log) = (self.port, self.prefix.join("logs/error.log"));
+        eventually_blocking("nginx listens", Duration::from_secs(10), || {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("nginx exited with {status}: {}", self.error_log());
+                let log = std::fs::read_to_string(&error_log).unwrap_or_default();
+                panic!("nginx exited with {status}: {log}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            listens(port)
+        });
     }
 
     /// The master and its worker processes.

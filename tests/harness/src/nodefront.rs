@@ -15,9 +15,10 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::nginx::{free_port, is_root};
+use crate::process::{listens, try_eventually_blocking};
 
 /// A certificate (PEM, the leaf alone) and its private key (PEM, unencrypted).
 #[derive(Clone, Debug)]
@@ -338,6 +339,12 @@ impl NodeFront {
             .collect()
     }
 
+    /// The access log's size so far, in bytes: cheap to look at again and again, to see
+    /// that it has stopped growing.
+    pub fn access_log_bytes(&self) -> u64 {
+        std::fs::metadata(self.prefix.join("logs/access.log")).map_or(0, |m| m.len())
+    }
+
     /// The access log's lines so far, parsed.
     pub fn accesses(&self) -> Vec<Access> {
         self.access_lines()
@@ -419,26 +426,26 @@ impl NodeFront {
         }
     }
 
-    /// nginx offers no readiness signal in the foreground; poll its port, bounded.
+    /// nginx offers no readiness signal in the foreground; look at its port, bounded.
     fn wait_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "the NodeFront's nginx exited with {status}: {}",
-                    self.error_log()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the NodeFront's nginx did not listen on {} within 10 s: {}",
-                    self.port,
-                    self.error_log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let (port, child) = (self.port, &mut self.child);
+        let listening =
+            try_eventually_blocking(Duration::from_secs(10), || match child.try_wait() {
+                Ok(Some(status)) => Ok(Err(status)),
+                _ if listens(port) => Ok(Ok(())),
+                _ => Err(String::new()),
+            });
+        match listening {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(format!(
+                "the NodeFront's nginx exited with {status}: {}",
+                self.error_log()
+            )),
+            Err(failure) => Err(format!(
+                "the NodeFront's nginx did not listen on {port}: {failure}: {}",
+                self.error_log()
+            )),
         }
-        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use serde_json::{json, Value};
 
 use crate::exeunit::Activity;
-use crate::nginx::{Nginx, NginxBuilder};
+use crate::nginx::{free_port, prepare_auth_dir, Nginx, NginxBuilder};
 
 /// The folder cargo builds into, `target/<profile>`: the parent of the folder holding
 /// the running executable (`deps/` for a test, `examples/` for an example).
@@ -117,6 +117,8 @@ pub struct Provider {
     pub http_port: u16,
     pub port_base: u16,
     rust_log: &'static str,
+    /// The port of the shipped site in front of it (see [`ProviderBuilder::behind_nginx`]).
+    site_port: Option<u16>,
 }
 
 /// A provider to make: [`Provider::builder`], then [`ProviderBuilder::build`].
@@ -125,6 +127,7 @@ pub struct ProviderBuilder {
     slots: u32,
     config: Option<Value>,
     rust_log: &'static str,
+    behind_nginx: bool,
 }
 
 impl ProviderBuilder {
@@ -152,6 +155,15 @@ impl ProviderBuilder {
         self
     }
 
+    /// Behind the real nginx with the shipped site, as a provider's users reach it: a
+    /// free port for it, the configuration's `public_addr` there (unless the overrides
+    /// name one), and the activities' folder readable by nginx's workers. Deploy, then
+    /// start it with [`Provider::site`].
+    pub fn behind_nginx(mut self) -> Self {
+        self.behind_nginx = true;
+        self
+    }
+
     /// The runtime's RUST_LOG (`debug` by default).
     pub fn rust_log(mut self, filter: &'static str) -> Self {
         self.rust_log = filter;
@@ -176,9 +188,19 @@ impl ProviderBuilder {
             http_port,
             port_base,
             rust_log: self.rust_log,
+            site_port: self.behind_nginx.then(free_port),
         };
-        if let Some(overrides) = self.config {
+        let mut config = self.config;
+        if let (Some(port), Some(Value::Object(overrides))) = (provider.site_port, &mut config) {
+            overrides
+                .entry("public_addr")
+                .or_insert_with(|| json!(format!("http://127.0.0.1:{port}")));
+        }
+        if let Some(overrides) = config {
             provider.configure(overrides);
+        }
+        if provider.site_port.is_some() {
+            prepare_auth_dir(provider.root.path());
         }
         provider
     }
@@ -198,7 +220,14 @@ impl Provider {
             slots: 6,
             config: Some(json!({})),
             rust_log: "debug",
+            behind_nginx: false,
         }
+    }
+
+    /// [`Provider::new`] behind the shipped site (see [`ProviderBuilder::behind_nginx`]):
+    /// deploy, then start nginx with [`Provider::site`].
+    pub fn behind_nginx(overrides: Value) -> Self {
+        Self::builder().config(overrides).behind_nginx().build()
     }
 
     /// Writes this provider's paths and ports, plus `overrides`, as its configuration.
@@ -286,6 +315,15 @@ impl Provider {
             &self.data_dir.join("nginx/routes.conf"),
             port,
         )
+    }
+
+    /// The real nginx with the shipped site on the port this provider's `public_addr`
+    /// names (it was built [`ProviderBuilder::behind_nginx`]); `.start()` it after deploy.
+    pub fn site(&self) -> NginxBuilder {
+        let port = self
+            .site_port
+            .expect("a site for a provider built behind_nginx()");
+        self.nginx(port)
     }
 
     pub fn datadir(&self, network: &str) -> PathBuf {
