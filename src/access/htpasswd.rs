@@ -323,7 +323,7 @@ mod tests {
         let result = ActivityFile::new(dir.path(), "dev-a").create("h", &me());
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         if nix::unistd::geteuid().is_root() {
-            // root writes anyway; the refusal is covered by tests/faults.rs as non-root.
+            // root writes anyway; the refusal is covered by tests/all/faults.rs as non-root.
             assert!(result.unwrap());
             return;
         }

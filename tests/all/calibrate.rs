@@ -2,16 +2,6 @@
 //! provider whose shared network is served by anvil (a real Ethereum node, from npm),
 //! and the runtime's own `offer-template` reading what it wrote.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;

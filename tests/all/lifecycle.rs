@@ -1,15 +1,5 @@
 //! The whole lifecycle through the built binary, driven as the ExeUnit drives it.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::time::Duration;
 
 use harness::http::call;

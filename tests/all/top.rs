@@ -6,16 +6,6 @@
 //! tmux is the terminal because it is one a test can read back (capture-pane) and
 //! type into (send-keys); the test waits on what the screen shows, never on sleeps.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,16 +1,6 @@
 //! The endpoint as a requestor's user meets it: the real nginx with the shipped site
 //! configuration in front of full sessions run through the runtime binary.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use harness::exeunit::creds;
 use harness::http::{call, Reply};
 use harness::nginx::{free_port, is_root, prepare_auth_dir, Nginx, Tls};

@@ -2,16 +2,6 @@
 //! the shipped site, the runtime binary with its gateway, and anvil (a real Ethereum
 //! JSON-RPC node, from npm) as the operator's shared node.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};

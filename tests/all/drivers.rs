@@ -2,16 +2,6 @@
 //! debugger's terminal sends, a supervisor that vanishes while the start still waits
 //! for the node, and a supervisor whose input closes while the node is stopping.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 

@@ -1,16 +1,6 @@
 //! Shared-node mode: the operator runs one node per network and activities only get
 //! access to it. Tested beside a managed network on the same provider.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

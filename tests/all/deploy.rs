@@ -1,15 +1,5 @@
 //! `deploy` through the built binary: first run, bad configuration, unusable folders.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use harness::provider::Provider;
 use serde_json::{json, Value};
 

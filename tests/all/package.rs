@@ -1,15 +1,5 @@
 //! The files a provider installs: descriptor, preset and example configuration.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::path::Path;
 
 use serde_json::Value;

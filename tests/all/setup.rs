@@ -3,16 +3,6 @@
 //! unknown user and a value that would break the templated nginx site are refused by
 //! name before anything changes, and the manifest matches paths exactly.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

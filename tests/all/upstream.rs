@@ -3,16 +3,6 @@
 //! certificates openssl makes for the test. The runtime binary is driven as the
 //! ExeUnit drives it, and requestors call through the shipped nginx site.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};

@@ -10,16 +10,6 @@
 //! the runtime's own exposition of an aggregate in which every family has a sample,
 //! so that a label added or dropped in `render` is seen here.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -30,7 +20,7 @@ use ya_runtime_erigon::metrics::{
 };
 use ya_runtime_erigon::owner::Owner;
 
-const DASHBOARD: &str = include_str!("../conf/grafana-dashboard.json");
+const DASHBOARD: &str = include_str!("../../conf/grafana-dashboard.json");
 const TITLE: &str = "ya-runtime-erigon: activities and node";
 const PREFIX: &str = "ya_runtime_erigon_";
 /// node_exporter's textfile collector exposes the file's series, and Prometheus adds these.

@@ -1,15 +1,5 @@
 //! `offer-template` and `test`, run the way ya-provider runs them: no --workdir.
 
-// Tests and tools are exempt from Cargo.toml's habits for src/: a failed unwrap is a
-// failed test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-
 use std::process::Output;
 
 use harness::provider::{plugin_dir, Provider};
