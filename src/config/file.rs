@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::check::{absolute, in_range, words};
 use super::gateway::{network_limits, network_policies, validate_socket_dir};
 use super::upstream::network_upstreams;
-use super::{Config, CredentialSettings, LogSettings, NodeSettings};
+use super::{Config, CredentialSettings, ErigonConf, LogSettings, NodeSettings};
 use crate::access::hash::HashScheme;
 use crate::config::units::{Table, MAX_WEIGHT};
 use crate::node::network::{NetworkSpec, Networks, NumberOrText, DEFAULT_NETWORKS};
@@ -149,6 +149,39 @@ impl Default for RawConfig {
             // full batch cannot occupy the node the neighbours share.
             rpc_batch_concurrency: 2,
         }
+    }
+}
+
+impl Default for ErigonConf {
+    fn default() -> Self {
+        // Only a path that is not UTF-8 fails to serialize, and `default_data_dir`
+        // avoids those; should one slip through, `{}` loads as the same defaults.
+        Self(
+            serde_json::to_value(RawConfig::default())
+                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+        )
+    }
+}
+
+impl Config {
+    /// Types and validates what the SDK read from `file`. `runtime_dir` is where the
+    /// runtime binary lives: erigon and rpcdaemon are looked up next to it by default.
+    pub fn from_value(
+        value: &serde_json::Value,
+        file: &Path,
+        runtime_dir: &Path,
+    ) -> Result<Self, String> {
+        let shown = file.display();
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                format!("configuration file {shown}: {}", e.inner())
+            } else {
+                format!("configuration file {shown}: key `{path}`: {}", e.inner())
+            }
+        })?;
+        raw.validate(file, runtime_dir)
+            .map_err(|e| format!("configuration file {shown}: {e}"))
     }
 }
 

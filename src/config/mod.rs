@@ -30,24 +30,10 @@ mod tests;
 pub mod units;
 mod upstream;
 
-use file::RawConfig;
-pub use file::{BCRYPT_COST, PASSWORD_LENGTH, READY_TIMEOUT_SECS, STOP_TIMEOUT_MS};
-
 /// What the SDK loads and, on first run, what we write back with the defaults.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ErigonConf(pub serde_json::Value);
-
-impl Default for ErigonConf {
-    fn default() -> Self {
-        // Only a path that is not UTF-8 fails to serialize, and `default_data_dir`
-        // avoids those; should one slip through, `{}` loads as the same defaults.
-        Self(
-            serde_json::to_value(RawConfig::default())
-                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
-        )
-    }
-}
 
 /// How activities' credentials are made (where they are kept is `socket_dir`).
 #[derive(Clone, Debug)]
@@ -108,26 +94,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Types and validates what the SDK read from `file`. `runtime_dir` is where the
-    /// runtime binary lives: erigon and rpcdaemon are looked up next to it by default.
-    pub fn from_value(
-        value: &serde_json::Value,
-        file: &Path,
-        runtime_dir: &Path,
-    ) -> Result<Self, String> {
-        let shown = file.display();
-        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." {
-                format!("configuration file {shown}: {}", e.inner())
-            } else {
-                format!("configuration file {shown}: key `{path}`: {}", e.inner())
-            }
-        })?;
-        raw.validate(file, runtime_dir)
-            .map_err(|e| format!("configuration file {shown}: {e}"))
-    }
-
     /// The file this configuration came from, for messages that tell where to fix it.
     pub fn file(&self) -> &Path {
         &self.file
