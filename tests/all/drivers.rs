@@ -5,6 +5,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use harness::exeunit::creds;
 use harness::process::{alive, eventually, gone_within, reaped_within, send};
 use harness::provider::{htpasswd_verifies, Provider};
 use nix::sys::signal::Signal;
@@ -63,11 +64,7 @@ async fn the_debuggers_shell_mode_run_is_status_and_nothing_else() {
 async fn sighup_stops_like_a_shutdown_then_exits() {
     let provider = Provider::new(json!({}));
     let activity = provider.start_on("hup", "dev").await;
-    let status = activity.ready_status().await;
-    let (user, password) = (
-        status["auth"]["user"].as_str().unwrap().to_string(),
-        status["auth"]["password"].as_str().unwrap().to_string(),
-    );
+    let (user, password) = creds(&activity.ready_status().await);
     let file = provider.user_file(&user);
     assert!(htpasswd_verifies(&file, &user, &password), "works while up");
     let children: Vec<u32> = ["erigon", "rpcdaemon"]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use harness::exeunit::creds;
 use harness::nginx::is_root;
 use harness::process::{alive, eventually, gone_within, send};
 use harness::provider::{htpasswd_verifies, Provider};
@@ -181,13 +182,7 @@ async fn a_node_ignoring_sigint_is_left_running_but_stop_answers_and_revokes() {
     let provider = Provider::new(json!({}));
     provider.set_behaviour("dev", json!({"rpcdaemon": {"ignore_sigint": true}}));
     let activity = provider.start_on("stubborn", "dev").await;
-    let (user, password) = {
-        let s = activity.ready_status().await;
-        (
-            s["auth"]["user"].as_str().unwrap().to_string(),
-            s["auth"]["password"].as_str().unwrap().to_string(),
-        )
-    };
+    let (user, password) = creds(&activity.ready_status().await);
     assert!(
         htpasswd_verifies(&provider.user_file(&user), &user, &password),
         "verifies while the activity is up"
@@ -389,7 +384,6 @@ async fn the_exeunit_vanishing_revokes_and_takes_the_node_down() {
 /// every call for good.) The stop is not held either.
 #[tokio::test]
 async fn a_node_logging_into_a_stalled_disk_does_not_hold_the_calls() {
-    use harness::exeunit::creds;
     let provider = Provider::behind_nginx(json!({}));
     provider.set_behaviour("dev", json!({"erigon": {"log_flood": true}}));
     std::fs::write(provider.datadir("dev").join("flood"), b"").unwrap();

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use harness::exeunit::creds;
 use harness::http::call;
 use harness::process::{alive, gone_within, reaped_within, send};
 use harness::provider::{htpasswd_verifies, Provider};
@@ -56,8 +57,7 @@ async fn a_full_session_issues_working_credentials_and_leaves_nothing() {
         "the stand-in's head is 12 s old: {age}"
     );
     assert!(status["uptime_secs"].as_u64().is_some());
-    let user = status["auth"]["user"].as_str().unwrap().to_string();
-    let password = status["auth"]["password"].as_str().unwrap().to_string();
+    let (user, password) = creds(&status);
     // The first activity sits on the first seat: `dev-0-<16 random>`.
     let random = user.strip_prefix("dev-0-").unwrap_or_default();
     assert!(
@@ -434,11 +434,7 @@ async fn every_start_failure_is_reported_and_leaves_no_process_and_no_credential
 async fn a_child_dying_after_start_fails_the_activity_and_revokes_its_password() {
     let provider = Provider::new(json!({}));
     let activity = provider.start_on("a", "dev").await;
-    let status = activity.ready_status().await;
-    let (user, password) = (
-        status["auth"]["user"].as_str().unwrap().to_string(),
-        status["auth"]["password"].as_str().unwrap().to_string(),
-    );
+    let (user, password) = creds(&activity.ready_status().await);
     assert!(
         htpasswd_verifies(&provider.user_file(&user), &user, &password),
         "verifies while the activity is up"
@@ -674,13 +670,7 @@ async fn a_node_answering_for_another_chain_fails_the_activity() {
 
     provider.set_behaviour("dev", json!({}));
     let activity = provider.start_on("wrong-later", "dev").await;
-    let (user, password) = {
-        let s = activity.ready_status().await;
-        (
-            s["auth"]["user"].as_str().unwrap().to_string(),
-            s["auth"]["password"].as_str().unwrap().to_string(),
-        )
-    };
+    let (user, password) = creds(&activity.ready_status().await);
     assert_eq!(
         provider.entries("dev").len(),
         1,
